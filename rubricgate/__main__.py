@@ -1,0 +1,3 @@
+from rubricgate.interfaces.cli import main
+
+main()

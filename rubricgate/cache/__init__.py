@@ -1,0 +1,1 @@
+"""The judgment cache: one row per vote, in SQLite by default or any SQLAlchemy database."""

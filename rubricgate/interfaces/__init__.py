@@ -1,0 +1,1 @@
+"""Edges: the composition root, the CLI and HTTP. The only code that reads the environment."""

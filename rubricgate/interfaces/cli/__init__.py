@@ -1,0 +1,34 @@
+"""The `rubricgate` command line (typer); `RUBRICGATE_*` variables are read here only."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from rubricgate.interfaces.cli import cache, judges, rubric
+from rubricgate.interfaces.cli.common import State
+from rubricgate.interfaces.cli.score import score
+
+app = typer.Typer(
+    name="rubricgate",
+    help="Rubric- and principle-driven rewards for LLM post-training.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(score)
+app.add_typer(cache.app, name="cache")
+app.add_typer(rubric.app, name="rubric")
+app.add_typer(judges.app, name="judges")
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
+    State.debug = debug or os.environ.get("RUBRICGATE_DEBUG", "") not in ("", "0")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

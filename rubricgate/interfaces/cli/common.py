@@ -1,0 +1,119 @@
+"""Shared CLI plumbing: consoles, error-to-exit-code mapping, environment defaults, input files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import platformdirs
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from rubricgate.errors import RubricGateError, UsageError
+from rubricgate.judges.prompts import response_text
+from rubricgate.library.rubric_files import describe_validation_error
+from rubricgate.models.reward import Item
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+EXIT_OK, EXIT_UNSCORABLE, EXIT_USAGE = 0, 1, 2
+NO_CACHE = "none"
+
+
+class State:
+    """Global flags set by the root callback."""
+
+    debug: bool = False
+
+
+@contextmanager
+def handle_errors() -> Iterator[None]:
+    """One clear line and an exit code instead of a traceback (`--debug` shows it)."""
+    try:
+        yield
+    except RubricGateError as exc:
+        if State.debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_UNSCORABLE) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished judgments are in the cache; rerun to resume")
+        raise typer.Exit(130) from None
+
+
+def default_cache_url() -> str:
+    """RUBRICGATE_CACHE, else a SQLite file in the user cache dir."""
+    env = os.environ.get("RUBRICGATE_CACHE")
+    if env:
+        return env
+    return f"sqlite:///{Path(platformdirs.user_cache_dir('rubricgate')) / 'cache.db'}"
+
+
+def cache_url_from(option: str | None) -> str | None:
+    """`--cache URL|PATH|none`: a bare path means a SQLite file; `none` disables the cache."""
+    value = option or default_cache_url()
+    if value.lower() == NO_CACHE:
+        return None
+    if "://" not in value:
+        return f"sqlite:///{Path(value).expanduser().resolve()}"
+    return value
+
+
+def model_dir_from_env() -> Path | None:
+    env = os.environ.get("RUBRICGATE_MODEL_DIR")
+    return Path(env).expanduser() if env else None
+
+
+def rubric_dirs_from(options: list[Path] | None) -> tuple[Path, ...]:
+    """`--rubric-dir` folders, then RUBRICGATE_RUBRIC_PATH (os.pathsep-separated)."""
+    dirs = list(options or [])
+    env = os.environ.get("RUBRICGATE_RUBRIC_PATH")
+    if env:
+        dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    return tuple(dirs)
+
+
+def read_items(path: Path) -> list[Item]:
+    """Parse an input JSONL file; a bad line names its line number and what is wrong."""
+    if str(path) == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise UsageError(f"input file {path} does not exist") from None
+        except IsADirectoryError:
+            raise UsageError(f"input {path} is a folder; pass a .jsonl file") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"input file {path} is not UTF-8 text; pass a .jsonl file") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"{path}:{number}: each line must be a JSON object with 'prompt' and 'response'")
+        try:
+            item = Item.model_validate(data)
+        except ValidationError as exc:
+            raise UsageError(f"{path}:{number}: {describe_validation_error(exc, data)}") from None
+        try:
+            response_text(item)
+        except UsageError as exc:
+            raise UsageError(f"{path}:{number}: {exc}") from None
+        if item.id is None:
+            item = item.model_copy(update={"id": str(number)})
+        items.append(item)
+    if not items:
+        raise UsageError(f"input file {path} has no items; each line needs 'prompt' and 'response'")
+    return items

@@ -1,0 +1,145 @@
+"""`rubricgate score`: grade a JSONL file (or one prompt/response) and write rewards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import SecretStr
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rubricgate.errors import UsageError
+from rubricgate.interfaces.cli.common import (
+    EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
+    read_items, rubric_dirs_from,
+)
+from rubricgate.interfaces.gateway import Gateway, GatewayConfig
+from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.cache.cached import CacheCounters
+from rubricgate.models.judging import SamplingParams, TokenUsage
+from rubricgate.models.reward import Item, RewardResult
+
+
+def score(
+    rubric: Annotated[Optional[str], typer.Option("--rubric", "-r", help="Rubric id or file path.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL with prompt, response[, id, reference, rubric]; '-' reads stdin.")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="Score one item: its prompt.")] = None,
+    response: Annotated[Optional[str], typer.Option(help="Score one item: its response.")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="Reference answer for --prompt/--response.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one JSON line per item here.")] = None,
+    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge spec kind:model.")] = DEFAULT_JUDGE,
+    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
+    judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
+    votes: Annotated[int, typer.Option(min=1, max=64, help="Self-consistency votes per item.")] = 3,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
+    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
+    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per item, retries included.")] = 300.0,
+    cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
+    rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout; progress and tables go to stderr.")] = False,
+) -> None:
+    """Score responses against a rubric with an LLM judge; rewards in [0, 1], or null with a reason."""
+    with handle_errors():
+        items = _items(input, prompt, response, reference)
+        api_key = os.environ.get(judge_api_key_env)
+        config = GatewayConfig(
+            judge=judge,
+            backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(api_key) if api_key else None,
+                                  timeout_s=timeout, model_dir=model_dir_from_env()),
+            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
+            sampling=SamplingParams(temperature=temperature),
+            cache_url=cache_url_from(cache),
+            rubric_dirs=rubric_dirs_from(rubric_dir),
+        )
+        started = time.perf_counter()
+        results, counters = asyncio.run(_run(config, items, rubric))
+        wall_s = time.perf_counter() - started
+        if output is not None:
+            _write_jsonl(output, results)
+        if as_json:
+            payload = [r.model_dump(mode="json") for r in results]
+            out_console.print_json(json.dumps(payload[0] if prompt is not None else payload))
+        elif output is None:
+            out_console.print(_results_table(results))
+        err_console.print(_summary_table(results, counters, wall_s, output))
+        unscorable = [r for r in results if r.reward is None]
+        if unscorable:
+            err_console.print(f"[yellow]{len(unscorable)} item(s) unscorable[/]; first reason: {unscorable[0].reason}",
+                              highlight=False)
+        raise typer.Exit(EXIT_UNSCORABLE if unscorable else EXIT_OK)
+
+
+async def _run(config: GatewayConfig, items: list[Item],
+               rubric: str | None) -> tuple[list[RewardResult], CacheCounters | None]:
+    async with Gateway.open(config) as gateway:
+        with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True) as progress:
+            task = progress.add_task("score", total=len(items))
+            results = await gateway.score(items, rubric, on_result=lambda *_: progress.advance(task))
+        return results, gateway.cached.counters if gateway.cached else None
+
+
+def _items(input: Path | None, prompt: str | None, response: str | None, reference: str | None) -> list[Item]:
+    if input is not None and (prompt is not None or response is not None):
+        raise UsageError("pass either --input FILE or --prompt/--response, not both")
+    if input is not None:
+        return read_items(input)
+    if prompt is None or response is None:
+        raise UsageError("nothing to score: pass --input FILE.jsonl, or both --prompt and --response")
+    return [Item(id="1", prompt=prompt, response=response, reference=reference)]
+
+
+def _write_jsonl(path: Path, results: list[RewardResult]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as out:
+            for result in results:
+                out.write(result.model_dump_json() + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _results_table(results: list[RewardResult]) -> Table:
+    table = Table(title="rewards")
+    for column in ("id", "reward", "agreement", "flags", "cached"):
+        table.add_column(column)
+    for r in results:
+        reward = f"{r.reward:.3f}" if r.reward is not None else f"[red]null[/] ({(r.reason or '')[:60]})"
+        table.add_row(r.id or "", reward, f"{r.agreement:.2f}" if r.agreement is not None else "-",
+                      ", ".join(r.flags), "yes" if r.cached else "no")
+    return table
+
+
+def _summary_table(results: list[RewardResult], counters: CacheCounters | None, wall_s: float,
+                   output: Path | None) -> Table:
+    scored = [r.reward for r in results if r.reward is not None]
+    # Without a cache every vote reached the judge; with one, only the misses did.
+    spent = counters.tokens_spent if counters else sum((r.tokens for r in results), TokenUsage())
+    hits = counters.hits + counters.coalesced if counters else 0
+    table = Table(title="summary", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("items", str(len(results))),
+        ("mean reward", f"{sum(scored) / len(scored):.3f}" if scored else "-"),
+        ("unscorable", str(len(results) - len(scored))),
+        ("cache hits (votes)", str(hits) if counters else "cache off"),
+        ("judge calls", str(sum(r.judge_calls for r in results))),
+        ("judge tokens spent (prompt + completion)", f"{spent.prompt} + {spent.completion}"),
+        ("wall time", f"{wall_s:.2f} s"),
+        ("judge", results[0].judge if results else "-"),
+        ("rubric", results[0].rubric if results else "-"),
+    ]
+    if output is not None:
+        rows.append(("output", str(output)))
+    for row in rows:
+        table.add_row(*row)
+    return table

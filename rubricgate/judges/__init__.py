@@ -1,0 +1,1 @@
+"""Judge backends behind one protocol, prompt templates, verdict parsing, retries."""

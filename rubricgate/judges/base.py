@@ -1,0 +1,30 @@
+"""The one protocol every judge backend implements."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from rubricgate.models.judging import JudgeReply, JudgeRequest
+
+
+@runtime_checkable
+class JudgeBackend(Protocol):
+    """Sends one rendered judge prompt and returns one sampled reply."""
+
+    @property
+    def name(self) -> str:
+        """Stable id such as `litellm:openai/gpt-4o-mini`; part of every cache key."""
+        ...
+
+    @property
+    def prefers_rationale(self) -> bool:
+        """Whether the verdict should ask for rationales (tiny in-process models skip them)."""
+        ...
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        """Raises JudgeUnavailable (retry may help) or JudgeRejected (it won't)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients, threads and models."""
+        ...

@@ -1,0 +1,1 @@
+"""Shipped resources (prompt templates, rubrics) and rubric files: finding, loading, validating."""

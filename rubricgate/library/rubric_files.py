@@ -1,0 +1,111 @@
+"""Rubric files (YAML or JSON): load with precise errors, resolve names, list the library."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from rubricgate.errors import UsageError
+from rubricgate.library.resources import shipped_dir
+from rubricgate.models.rubric import CHECK_TYPES, Rubric
+
+RUBRIC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def parse_rubric(data: Any, source: str = "<rubric>") -> Rubric:
+    """Validate already-parsed data as a rubric; errors name the source, field and expectation."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: a rubric must be a mapping with id and criteria, got {type(data).__name__}")
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(f"{source}: invalid rubric: {describe_validation_error(exc, data)}") from exc
+
+
+def load_rubric_file(path: Path) -> Rubric:
+    """Read and validate one rubric file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UsageError(f"rubric file {path} does not exist") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read rubric file {path}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {_one_line(exc)}") from exc
+    return parse_rubric(data, str(path))
+
+
+def rubric_dirs(user_dirs: Sequence[Path] = ()) -> list[Path]:
+    """Where names resolve: the user's folders first, then the shipped library."""
+    return [*user_dirs, shipped_dir("rubrics")]
+
+
+def resolve_rubric(name_or_path: str, user_dirs: Sequence[Path] = ()) -> Rubric:
+    """A rubric named by id (user dirs, then shipped) or by a file path."""
+    as_path = Path(name_or_path)
+    if as_path.suffix in RUBRIC_SUFFIXES or "/" in name_or_path or as_path.is_file():
+        return load_rubric_file(as_path)
+    for folder in rubric_dirs(user_dirs):
+        for suffix in RUBRIC_SUFFIXES:
+            candidate = folder / f"{name_or_path}{suffix}"
+            if candidate.is_file():
+                return load_rubric_file(candidate)
+    known = ", ".join(sorted(p.stem for p in iter_rubric_files(user_dirs))) or "none"
+    raise UsageError(f"unknown rubric {name_or_path!r}: pass a file path or one of: {known}")
+
+
+def iter_rubric_files(user_dirs: Sequence[Path] = ()) -> Iterable[Path]:
+    """Rubric files in the library, user dirs first; a user file shadows a shipped one."""
+    seen: set[str] = set()
+    for folder in rubric_dirs(user_dirs):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix in RUBRIC_SUFFIXES and path.stem not in seen:
+                seen.add(path.stem)
+                yield path
+
+
+def describe_validation_error(exc: ValidationError, data: Any = None) -> str:
+    """Pydantic's errors as `field.path: what is expected` joined on one line."""
+    parts = []
+    for error in exc.errors()[:5]:
+        location = _location(error["loc"], data)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling)"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        parts.append(f"{location}: {message}" if location else message)
+    more = len(exc.errors()) - 5
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _location(loc: tuple[int | str, ...], data: Any) -> str:
+    """`criteria[2](brevity).check.value` rather than `criteria.2.check.max_words.value`."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str):
+                out += f"({node['id']})"
+        else:
+            if isinstance(node, dict) and part not in node and part in CHECK_TYPES:
+                continue  # pydantic names the union member; the file does not
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+

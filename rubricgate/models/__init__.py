@@ -1,0 +1,1 @@
+"""Pydantic data models: no I/O, no imports from other rubricgate layers."""

@@ -1,0 +1,57 @@
+"""Settings passed down from the edges; `None` means "the backend's default"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class BackendConfig(BaseModel):
+    """How to reach and run one judge backend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (a vLLM or llama.cpp server, a proxy)."""
+    api_key: SecretStr | None = None
+    """Never logged, never part of a cache key."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-call timeout; retries and the item deadline sit above it."""
+    structured_output: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    """How to ask for a JSON verdict; `auto` uses a JSON schema when the provider supports it."""
+    model_dir: Path | None = None
+    """Where the embedded model file is assembled (default: the user cache dir)."""
+    n_threads: int | None = None
+    """CPU threads for in-process engines."""
+    n_ctx: int = Field(default=4096, ge=512)
+    """Context window for in-process engines; must hold the rubric prompt and the response."""
+
+
+class RetryPolicy(BaseModel):
+    """Retries for transient judge errors (jittered exponential backoff under a deadline)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(default=4, ge=1, le=20)
+    initial_wait_s: float = Field(default=0.5, ge=0)
+    max_wait_s: float = Field(default=8.0, ge=0)
+    honour_retry_after: bool = True
+    """Wait what a 429's Retry-After says (capped at `max_wait_s`)."""
+
+
+class ScoringConfig(BaseModel):
+    """How items are scored: votes, concurrency, deadline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    votes: int = Field(default=3, ge=1, le=64)
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    """Judge calls in flight at once for this judge."""
+    deadline_s: float = Field(default=300.0, gt=0)
+    """Per-item wall-clock budget; a late item is unscorable, its finished votes stay cached."""
+    use_label_probs: bool = True
+    """Use the judge's label probabilities (expected score) when the backend returns them."""
+    min_vote_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of votes that must parse for the item to be scored."""

@@ -1,0 +1,83 @@
+"""What a trainer gets back: a reward in [0, 1] or None with a reason, and why."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rubricgate.models.judging import ChatMessage, TokenUsage
+
+Flag = Literal["fallback", "parse_error", "injection_suspected", "hard_rule_failed", "partial_votes"]
+
+
+class Item(BaseModel):
+    """One thing to grade: a prompt (text or chat), a response, an optional reference."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str | None = None
+    prompt: str | tuple[ChatMessage, ...]
+    response: str | tuple[ChatMessage, ...]
+    """Text, or a message list whose final assistant message is graded."""
+    reference: str | None = None
+    rubric: str | None = None
+    """Rubric name for this item, overriding the run's default."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class CriterionScore(BaseModel):
+    """One criterion's aggregated result over all votes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: Literal["hard_rule", "principle"]
+    weight: float
+    value: float | None
+    """In [0, 1]; None when no vote could score it."""
+    source: Literal["check", "judge"]
+    agreement: float | None = None
+    """Share of votes on the winning label (1.0 for deterministic checks)."""
+    votes: list[str] = Field(default_factory=list)
+    """The label each usable vote gave, in vote order."""
+    rationale: str | None = None
+    reason: str | None = None
+    """Why `value` is None, or what a deterministic check found."""
+
+    @classmethod
+    def unscored(cls, criterion_id: str, kind: Literal["hard_rule", "principle"], weight: float,
+                 reason: str) -> CriterionScore:
+        """A criterion no vote could decide; aggregation skips it and says why."""
+        return cls(id=criterion_id, kind=kind, weight=weight, value=None, source="judge", reason=reason)
+
+
+class RewardResult(BaseModel):
+    """The reward for one item, with everything needed to see why it is what it is."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None = None
+    reward: float | None
+    """In [0, 1]; None means unscorable (see `reason`), never a silent 0."""
+    reason: str | None = None
+    criteria: list[CriterionScore] = Field(default_factory=list)
+    agreement: float | None = None
+    """Weighted mean of per-criterion agreement over judged criteria."""
+    flags: list[Flag] = Field(default_factory=list)
+    cached: bool = False
+    """True when every vote came from the cache (no judge call for this item)."""
+    rubric: str
+    """`id@version` of the rubric that produced the reward."""
+    judge: str
+    votes: int
+    judge_calls: int = 0
+    """Votes that reached the judge in this run (cache misses)."""
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    """Judge tokens behind this reward, cached votes included."""
+    latency_ms: float = 0.0
+    """Wall time to produce this reward in this run."""

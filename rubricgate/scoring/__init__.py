@@ -1,0 +1,1 @@
+"""Scoring: deterministic checks, votes, aggregation into a reward. Never touches the cache."""

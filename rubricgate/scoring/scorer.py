@@ -1,0 +1,157 @@
+"""Score items against a rubric: deterministic checks, k judge votes, aggregation, reward.
+
+One judge call per vote covers every judged criterion. Failures are caught per vote and per
+item, so one bad reply never cancels a batch and an unscorable item says why (never a 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rubricgate.errors import JudgeError, VerdictParseError
+from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.parse import is_complete, parse_verdict
+from rubricgate.judges.prompts import PromptTemplate, load_template, render_messages, response_text, verdict_form
+from rubricgate.models.config import ScoringConfig
+from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, TokenUsage, Verdict
+from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
+from rubricgate.models.rubric import Rubric
+from rubricgate.scoring.checks import run_check
+from rubricgate.scoring.voting import aggregate_field, weighted_mean
+
+
+@dataclass(frozen=True)
+class _Vote:
+    """What one vote produced: a reply and verdict, or the error that stopped it."""
+
+    reply: JudgeReply | None = None
+    verdict: Verdict | None = None
+    error: str | None = None
+    complete: bool = False
+
+
+class RubricScorer:
+    """Turns (rubric, item) into a RewardResult through one judge backend."""
+
+    def __init__(self, backend: JudgeBackend, config: ScoringConfig | None = None,
+                 sampling: SamplingParams | None = None, template: PromptTemplate | None = None) -> None:
+        self._backend = backend
+        self._config = config or ScoringConfig()
+        self._sampling = sampling or SamplingParams()
+        self._template = template or load_template()
+
+    @property
+    def config(self) -> ScoringConfig:
+        return self._config
+
+    def requests_for(self, rubric: Rubric, item: Item) -> list[JudgeRequest]:
+        """The judge requests (one per vote) this item needs; empty if checks decide everything."""
+        form = verdict_form(rubric, rationale=self._backend.prefers_rationale)
+        if not form.fields:
+            return []
+        messages = render_messages(self._template, rubric, item, form)
+        return [
+            JudgeRequest(messages=messages, form=form, sampling=self._sampling, sample_index=k,
+                         template_version=self._template.version, rubric_ref=rubric.ref)
+            for k in range(self._config.votes)
+        ]
+
+    async def score(self, rubric: Rubric, item: Item) -> RewardResult:
+        """Score one item; judge failures become a None reward with a reason."""
+        started = time.perf_counter()
+        response = response_text(item)
+        flags: set[Flag] = set()
+        scores: dict[str, CriterionScore] = {}
+        for criterion in rubric.criteria:
+            if criterion.check is not None:
+                passed, detail = run_check(criterion.check, response)
+                if not passed:
+                    flags.add("hard_rule_failed")
+                scores[criterion.id] = CriterionScore(
+                    id=criterion.id, kind=criterion.kind, weight=criterion.weight, value=1.0 if passed else 0.0,
+                    source="check", agreement=1.0, votes=["pass" if passed else "fail"], reason=detail)
+
+        requests = self.requests_for(rubric, item)
+        votes = await self._collect_votes(requests)
+        usable = [v for v in votes if v.verdict is not None]
+        errors = [v.error for v in votes if v.error]
+        if any(v.error and v.error.startswith("VerdictParseError") for v in votes) or any(
+                v.verdict is not None and not v.complete for v in votes):
+            flags.add("parse_error")
+        if errors and usable:
+            flags.add("partial_votes")
+
+        reason: str | None = None
+        enough = len(usable) >= max(1, round(self._config.min_vote_share * len(requests)))
+        if requests and not enough:
+            reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"
+        for field in requests[0].form.fields if requests else ():
+            criterion = next(c for c in rubric.criteria if c.id == field.id)
+            verdicts = [v.verdict.fields[field.id] for v in usable if v.verdict and field.id in v.verdict.fields]
+            if not enough or not verdicts:
+                scores[field.id] = CriterionScore.unscored(field.id, criterion.kind, criterion.weight,
+                                                           reason or "no vote scored this criterion")
+                continue
+            folded = aggregate_field(field, verdicts, self._config.use_label_probs)
+            scores[field.id] = CriterionScore(
+                id=field.id, kind=criterion.kind, weight=criterion.weight, value=folded.value, source="judge",
+                agreement=folded.agreement, votes=folded.labels, rationale=folded.rationale)
+            if criterion.kind == "hard_rule" and folded.value < 0.5:
+                flags.add("hard_rule_failed")
+
+        ordered = [scores[c.id] for c in rubric.criteria]
+        scored = [(s.value, s.weight) for s in ordered if s.value is not None]
+        reward = None if reason else weighted_mean(scored)
+        if reward is None and reason is None:
+            reason = "no criterion could be scored"
+        judged = [(s.agreement, s.weight) for s in ordered if s.source == "judge" and s.agreement is not None]
+        replies = [v.reply for v in votes if v.reply is not None]
+        return RewardResult(
+            id=item.id, reward=reward, reason=reason, criteria=ordered, agreement=weighted_mean(judged),
+            flags=sorted(flags), cached=bool(requests) and len(replies) == len(requests) and all(r.cached for r in replies),
+            rubric=rubric.ref, judge=self._backend.name, votes=len(requests),
+            judge_calls=sum(1 for v in votes if not (v.reply and v.reply.cached)),
+            tokens=sum((r.usage for r in replies), TokenUsage()),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],
+                         on_result: Callable[[int, RewardResult], None] | None = None) -> list[RewardResult]:
+        """Score items concurrently (the backend's limit bounds judge calls); results keep input order."""
+        results: list[RewardResult | None] = [None] * len(pairs)
+
+        async def one(index: int, rubric: Rubric, item: Item) -> None:
+            results[index] = await self.score(rubric, item)
+            if on_result is not None:
+                on_result(index, results[index])
+
+        async with asyncio.TaskGroup() as group:
+            for index, (rubric, item) in enumerate(pairs):
+                group.create_task(one(index, rubric, item))
+        return [r for r in results if r is not None]
+
+    async def _collect_votes(self, requests: list[JudgeRequest]) -> list[_Vote]:
+        """Run every vote under the item deadline; late votes are cancelled, finished ones kept."""
+        if not requests:
+            return []
+        tasks = [asyncio.create_task(self._vote(r)) for r in requests]
+        done, pending = await asyncio.wait(tasks, timeout=self._config.deadline_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        late = _Vote(error=f"DeadlineExceeded: no reply within the {self._config.deadline_s:g}s item deadline")
+        return [t.result() if t in done else late for t in tasks]
+
+    async def _vote(self, request: JudgeRequest) -> _Vote:
+        try:
+            reply = await self._backend.complete(request)
+        except JudgeError as exc:
+            return _Vote(error=f"{type(exc).__name__}: {exc}")
+        try:
+            verdict = parse_verdict(reply, request.form)
+        except VerdictParseError as exc:
+            return _Vote(reply=reply, error=f"VerdictParseError: {exc}")
+        return _Vote(reply=reply, verdict=verdict, complete=is_complete(verdict, request.form))

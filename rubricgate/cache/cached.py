@@ -38,6 +38,7 @@ class CachedBackend:
         self._inner = inner
         self._store = store
         self._prefetched: dict[str, JudgeReply] = {}
+        self._looked_up: set[str] = set()
         self._inflight: dict[str, asyncio.Future[JudgeReply]] = {}
         self.counters = CacheCounters()
 
@@ -54,38 +55,40 @@ class CachedBackend:
         keys = [cache_key(self.name, r) for r in requests]
         found = await self._store.get_many(keys)
         self._prefetched.update(found)
+        self._looked_up.update(keys)
         return len(found)
 
     def forget_prefetched(self) -> None:
         """Drop the batch's prefetched replies (call when the batch is done)."""
         self._prefetched.clear()
+        self._looked_up.clear()
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         key = cache_key(self.name, request)
         hit = self._prefetched.get(key)
-        if hit is None:
-            if key in self._inflight:
-                self.counters.coalesced += 1
-                return (await asyncio.shield(self._inflight[key])).model_copy(update={"cached": True})
-            hit = (await self._store.get_many([key])).get(key)
         if hit is not None:
             self.counters.hits += 1
             return hit
-        self.counters.misses += 1
-        task = asyncio.ensure_future(self._fetch(key, request))
+        pending = self._inflight.get(key)
+        if pending is not None:  # same vote already being looked up or judged: share it
+            self.counters.coalesced += 1
+            return (await asyncio.shield(pending)).model_copy(update={"cached": True})
+        task = asyncio.ensure_future(self._lookup_or_judge(key, request))
         self._inflight[key] = task
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._inflight.pop(key, None)
-            else:
-                task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        # Shielded: a caller's deadline must not cancel a judgment others share or that will be cached.
+        return await asyncio.shield(task)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
-    async def _fetch(self, key: str, request: JudgeRequest) -> JudgeReply:
+    async def _lookup_or_judge(self, key: str, request: JudgeRequest) -> JudgeReply:
+        if key not in self._looked_up:
+            hit = (await self._store.get_many([key])).get(key)
+            if hit is not None:
+                self.counters.hits += 1
+                return hit
+        self.counters.misses += 1
         reply = await self._inner.complete(request)
         self.counters.tokens_spent += reply.usage
         try:

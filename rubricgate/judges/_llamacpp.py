@@ -17,6 +17,7 @@ import ctypes
 import json
 import logging
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ class LlamaCppBackend:
         self._llm: Llama | None = None
         self._lock = asyncio.Lock()
         self._prefix: list[int] = []
+        self._tail: list[int] = []
         self._label_tokens: dict[tuple[str, ...], list[list[int]]] = {}
 
     @property
@@ -77,7 +79,8 @@ class LlamaCppBackend:
     def _model(self) -> Llama:
         if self._llm is None:
             self._llm = Llama(model_path=str(self._path), n_ctx=self._config.n_ctx, n_batch=512,
-                              n_threads=self._config.n_threads, logits_all=False, verbose=False)
+                              n_threads=self._config.n_threads or min(4, os.cpu_count() or 1),
+                              logits_all=False, verbose=False)
         return self._llm
 
     def _complete_blocking(self, request: JudgeRequest) -> JudgeReply:
@@ -89,8 +92,7 @@ class LlamaCppBackend:
         if len(prefix) + len(tail) + 16 * len(request.form.fields) + 8 > self._config.n_ctx:
             raise JudgeRejected(f"{self.name}: prompt has {len(prefix) + len(tail)} tokens, more than the "
                                 f"context of {self._config.n_ctx}; shorten the item or raise n_ctx")
-        self._load_prefix(llm, prefix)
-        llm.eval(tail)
+        self._load_prompt(llm, prefix, tail)
         rng = random.Random(request.seed)
         pieces: list[str] = []
         probs_by_field: dict[str, dict[str, float]] = {}
@@ -113,14 +115,22 @@ class LlamaCppBackend:
         return JudgeReply(text=text, backend=self.name, label_probs=probs_by_field, usage=usage,
                           latency_ms=(time.perf_counter() - started) * 1000)
 
-    def _load_prefix(self, llm: Llama, prefix: list[int]) -> None:
-        """Keep the KV cache of the shared prefix when it matches; else evaluate it alone."""
+    def _load_prompt(self, llm: Llama, prefix: list[int], tail: list[int]) -> None:
+        """Reuse the KV cache of the shared prefix (rubric) and, for the next vote on the same
+        item, of the whole prompt. Each part is always evaluated as its own chunk, so reused
+        and fresh states are identical and results do not depend on call order."""
+        loaded = len(self._prefix) + len(self._tail)
         if self._prefix == prefix and llm.n_tokens >= len(prefix):
-            llm.n_tokens = len(prefix)  # eval() drops the stale tail from the KV cache
-            return
-        llm.reset()
-        llm.eval(prefix)
-        self._prefix = prefix
+            if self._tail == tail and llm.n_tokens >= loaded:
+                llm.n_tokens = loaded  # eval() drops the previous vote's tokens from the KV cache
+                return
+            llm.n_tokens = len(prefix)
+        else:
+            llm.reset()
+            llm.eval(prefix)
+            self._prefix = prefix
+        llm.eval(tail)
+        self._tail = tail
 
     def _labels(self, llm: Llama, labels: tuple[str, ...]) -> list[list[int]]:
         """Token ids of each label; first tokens must differ to read one distribution."""

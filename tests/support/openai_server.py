@@ -25,6 +25,7 @@ regardless of thread scheduling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -174,7 +175,7 @@ class Reply:
         hdrs = dict(headers or {})
         if retry_after is not None:
             hdrs.setdefault("retry-after", _fmt_seconds(retry_after))
-            hdrs.setdefault("retry-after-ms", str(int(round(retry_after * 1000))))
+            hdrs.setdefault("retry-after-ms", str(round(retry_after * 1000)))
         if body is None:
             body = _error_envelope(status, message)
         return cls("error", status=status, body=body, headers=hdrs, delay_s=delay_s)
@@ -203,9 +204,7 @@ class Reply:
     ) -> Reply:
         """A valid chat.completion whose message text is cut to ``keep`` of its length,
         with ``finish_reason="length"``. ``content=None`` truncates the default answer."""
-        return cls(
-            "truncated", content=content, keep=keep, finish_reason="length", delay_s=delay_s
-        )
+        return cls("truncated", content=content, keep=keep, finish_reason="length", delay_s=delay_s)
 
     @classmethod
     def cut_off(cls, *, keep: float = 0.5, delay_s: float = 0.0) -> Reply:
@@ -369,7 +368,9 @@ def _gen(schema: Any, *, root: Any, rng: random.Random | None, depth: int) -> An
     for key in ("anyOf", "oneOf"):
         if key in schema:
             branches = list(schema[key])
-            non_null = [b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")]
+            non_null = [
+                b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")
+            ]
             branch = _pick(non_null or branches, rng)
             rest = {k: v for k, v in schema.items() if k != key}
             if rest and isinstance(branch, Mapping):
@@ -385,7 +386,9 @@ def _gen(schema: Any, *, root: Any, rng: random.Random | None, depth: int) -> An
             kind = "object"
         elif "items" in schema or "prefixItems" in schema:
             kind = "array"
-        elif any(k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+        elif any(
+            k in schema for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        ):
             kind = "number"
         else:
             kind = "string"
@@ -418,7 +421,9 @@ def _gen(schema: Any, *, root: Any, rng: random.Random | None, depth: int) -> An
     raise ValueError(f"unsupported schema type {kind!r}")
 
 
-def _gen_array(schema: Mapping[str, Any], *, root: Any, rng: random.Random | None, depth: int) -> list[Any]:
+def _gen_array(
+    schema: Mapping[str, Any], *, root: Any, rng: random.Random | None, depth: int
+) -> list[Any]:
     prefix = list(schema.get("prefixItems") or [])
     items = schema.get("items", True)
     if isinstance(items, list):  # draft-4..2019 tuple form
@@ -563,9 +568,12 @@ _ERROR_KINDS: dict[int, tuple[str, str | None, str]] = {
 
 def _error_envelope(status: int, message: str | None) -> dict[str, Any]:
     kind, code, default_message = _ERROR_KINDS.get(
-        status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}.")
+        status,
+        ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}."),
     )
-    return {"error": {"message": message or default_message, "type": kind, "param": None, "code": code}}
+    return {
+        "error": {"message": message or default_message, "type": kind, "param": None, "code": code}
+    }
 
 
 def _message_text(message: Mapping[str, Any]) -> str:
@@ -611,10 +619,19 @@ def _fake_logprobs(content: str, top_k: int, rng: random.Random) -> list[dict[st
                 alt = lead + fillers[i % len(fillers)] + ("" if i < len(fillers) else str(i))
             remaining /= 2
             alternatives.append(
-                {"token": alt, "logprob": math.log(max(remaining, 1e-12)), "bytes": list(alt.encode())}
+                {
+                    "token": alt,
+                    "logprob": math.log(max(remaining, 1e-12)),
+                    "bytes": list(alt.encode()),
+                }
             )
         entries.append(
-            {"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": alternatives[:top_k]}
+            {
+                "token": token,
+                "logprob": lp,
+                "bytes": list(token.encode()),
+                "top_logprobs": alternatives[:top_k],
+            }
         )
     return entries
 
@@ -645,10 +662,8 @@ def _protocol_class(registry: _TransportRegistry) -> type[H11Protocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
             super().connection_made(transport)
             registry.add(self.client, transport)
 
@@ -662,15 +677,15 @@ def _protocol_class(registry: _TransportRegistry) -> type[H11Protocol]:
 def _abort_with_rst(transport: asyncio.Transport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:  # linger 0 turns close() into a RST instead of a FIN
+        with contextlib.suppress(OSError):  # linger 0 turns close() into a RST, not a FIN
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 
 class _ResetResponse(Response):
-    def __init__(self, registry: _TransportRegistry, prefix: bytes = b"", declared: int = 0) -> None:
+    def __init__(
+        self, registry: _TransportRegistry, prefix: bytes = b"", declared: int = 0
+    ) -> None:
         super().__init__()
         self._registry = registry
         self._prefix = prefix
@@ -743,7 +758,9 @@ class ScriptedJudgeServer:
         kinds = tuple(fault_kinds) if fault_kinds is not None else FAULT_KINDS
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown or not kinds:
-            raise ValueError(f"fault_kinds must be a non-empty subset of {FAULT_KINDS}, got {kinds}")
+            raise ValueError(
+                f"fault_kinds must be a non-empty subset of {FAULT_KINDS}, got {kinds}"
+            )
         self._script = script
         self.latency_s = latency_s
         self.jitter_s = jitter_s
@@ -846,10 +863,8 @@ class ScriptedJudgeServer:
         if thread is None or server is None:
             return
         if loop is not None and self._stop_event is not None and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop may close under our feet
                 loop.call_soon_threadsafe(self._stop_event.set)  # wake sleeping replies
-            except RuntimeError:
-                pass
         server.should_exit = True
         thread.join(timeout=timeout_s)
         if thread.is_alive():
@@ -867,7 +882,9 @@ class ScriptedJudgeServer:
 
     def __repr__(self) -> str:
         state = f"port={self.port}" if self._thread else "stopped"
-        return f"<ScriptedJudgeServer {state} calls={len(self._calls)} fault_rate={self.fault_rate}>"
+        return (
+            f"<ScriptedJudgeServer {state} calls={len(self._calls)} fault_rate={self.fault_rate}>"
+        )
 
     # -- thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -886,10 +903,8 @@ class ScriptedJudgeServer:
         if seconds <= 0:
             return
         assert self._stop_event is not None
-        try:
+        with contextlib.suppress(TimeoutError):  # the normal case; stop() cuts it short
             await asyncio.wait_for(self._stop_event.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            pass
 
     # -- app ---------------------------------------------------------------------------
     def _build_app(self) -> FastAPI:
@@ -942,12 +957,14 @@ class ScriptedJudgeServer:
         if not isinstance(messages, list) or not messages:
             return self._error_response(Reply.error(400, "'messages' must be a non-empty list."))
 
+        # Always the same three draws, so the fault sequence of a seed does not depend on
+        # whether jitter is on, nor on thread scheduling (the RNG is keyed on the index).
         rng = random.Random(f"{self.seed}:{call.index}")
-        delay = self.latency_s + (rng.uniform(0.0, self.jitter_s) if self.jitter_s > 0 else 0.0)
-        fault_draw = rng.random()
-        if self.fault_rate > 0 and fault_draw < self.fault_rate:
-            call.fault = rng.choice(self.fault_kinds)
-            reply = self._fault_reply(call.fault)
+        fault_draw, fault_kind = rng.random(), rng.choice(self.fault_kinds)
+        delay = self.latency_s + rng.random() * self.jitter_s
+        if fault_draw < self.fault_rate:
+            call.fault = fault_kind
+            reply = self._fault_reply(fault_kind)
         else:
             try:
                 reply = await self._run_script(call)
@@ -1002,7 +1019,9 @@ class ScriptedJudgeServer:
     def _error_response(self, reply: Reply) -> Response:
         headers = dict(reply.headers)
         if isinstance(reply.body, str):
-            return Response(reply.body, status_code=reply.status, headers=headers, media_type="text/plain")
+            return Response(
+                reply.body, status_code=reply.status, headers=headers, media_type="text/plain"
+            )
         return JSONResponse(reply.body, status_code=reply.status, headers=headers)
 
     def _completion(
@@ -1017,10 +1036,14 @@ class ScriptedJudgeServer:
             logprobs = {
                 "content": reply.logprobs
                 if reply.logprobs is not None
-                else _fake_logprobs(content, int(top_k), random.Random(f"{self.seed}:lp:{call.index}")),
+                else _fake_logprobs(
+                    content, int(top_k), random.Random(f"{self.seed}:lp:{call.index}")
+                ),
                 "refusal": None,
             }
-        prompt_tokens = sum(_word_count(_message_text(m)) for m in call.messages if isinstance(m, Mapping))
+        prompt_tokens = sum(
+            _word_count(_message_text(m)) for m in call.messages if isinstance(m, Mapping)
+        )
         completion_tokens = max(1, _word_count(content)) * n
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -1080,7 +1103,12 @@ class ScriptedJudgeServer:
         base["object"] = "chat.completion.chunk"
 
         def chunk(delta: dict[str, Any], finish: str | None) -> str:
-            payload = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            payload = {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events() -> Any:
@@ -1089,7 +1117,10 @@ class ScriptedJudgeServer:
                 yield chunk({"content": piece}, None)
             yield chunk({}, completion["choices"][0]["finish_reason"])
             if include_usage:
-                yield f"data: {json.dumps({**base, 'choices': [], 'usage': completion['usage']})}\n\n"
+                usage_chunk = {**base, "choices": [], "usage": completion["usage"]}
+                yield f"data: {json.dumps(usage_chunk)}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers=dict(reply.headers))
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers=dict(reply.headers)
+        )

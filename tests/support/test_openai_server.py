@@ -14,7 +14,6 @@ import asyncio
 import json
 import math
 import random
-import socket
 import threading
 import time
 from collections import Counter
@@ -84,6 +83,8 @@ VERDICT_SCHEMA: dict[str, Any] = {
         }
     },
 }
+
+VERDICT_VALIDATOR = jsonschema.Draft202012Validator(VERDICT_SCHEMA)
 
 RESPONSE_FORMAT = {
     "type": "json_schema",
@@ -164,7 +165,11 @@ async def test_default_script_returns_schema_valid_json_via_litellm(
 def test_default_script_understands_json_object_and_vllm_guided_json(
     server: ScriptedJudgeServer,
 ) -> None:
-    small = {"type": "object", "properties": {"label": {"enum": ["yes", "no"]}}, "required": ["label"]}
+    small = {
+        "type": "object",
+        "properties": {"label": {"enum": ["yes", "no"]}},
+        "required": ["label"],
+    }
     bodies = [
         {"response_format": {"type": "json_object", "schema": small}},
         {"guided_json": small},
@@ -174,7 +179,9 @@ def test_default_script_understands_json_object_and_vllm_guided_json(
         data = _post(server, {"model": "m", "messages": MESSAGES, **extra}).json()
         jsonschema.validate(json.loads(data["choices"][0]["message"]["content"]), small)
     # JSON mode without a schema still answers with a JSON object
-    data = _post(server, {"model": "m", "messages": MESSAGES, "response_format": {"type": "json_object"}}).json()
+    data = _post(
+        server, {"model": "m", "messages": MESSAGES, "response_format": {"type": "json_object"}}
+    ).json()
     assert isinstance(json.loads(data["choices"][0]["message"]["content"]), dict)
 
 
@@ -193,8 +200,12 @@ def test_default_script_understands_json_object_and_vllm_guided_json(
         {"type": "array", "prefixItems": [{"const": "x"}, {"type": "null"}]},
         {"type": ["null", "string"], "enum": ["p", "q", None]},
         {"oneOf": [{"type": "integer", "minimum": 100}, {"type": "string", "maxLength": 1}]},
-        {"allOf": [{"properties": {"a": {"type": "integer"}}, "required": ["a"]},
-                   {"properties": {"b": {"const": 7}}, "required": ["b"]}]},
+        {
+            "allOf": [
+                {"properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                {"properties": {"b": {"const": 7}}, "required": ["b"]},
+            ]
+        },
         {"type": "object", "required": ["anything"]},
     ],
 )
@@ -381,14 +392,21 @@ def test_api_key_and_bad_requests() -> None:
         assert httpx.post(url, json=body, timeout=2).status_code == 401
         ok = httpx.post(url, json=body, headers={"Authorization": "Bearer sk-right"}, timeout=2)
         assert ok.status_code == 200
-        bad = httpx.post(url, content=b"{not json", headers={"Authorization": "Bearer sk-right"}, timeout=2)
+        bad = httpx.post(
+            url, content=b"{not json", headers={"Authorization": "Bearer sk-right"}, timeout=2
+        )
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
         assert len(srv.calls) == 3
 
 
 def test_streaming_sse(server: ScriptedJudgeServer) -> None:
     server.set_script(lambda call: Reply.text("alpha beta gamma"))
-    body = {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "m",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=2) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
@@ -455,7 +473,11 @@ def _fault_run(seed: int, n: int = 50) -> tuple[list[str], list[str | None]]:
                 try:
                     resp = client.post(
                         "/chat/completions",
-                        json={"model": "m", "messages": MESSAGES, "response_format": RESPONSE_FORMAT},
+                        json={
+                            "model": "m",
+                            "messages": MESSAGES,
+                            "response_format": RESPONSE_FORMAT,
+                        },
                     )
                 except httpx.TimeoutException:
                     outcomes.append("timeout")
@@ -473,7 +495,7 @@ def _fault_run(seed: int, n: int = 50) -> tuple[list[str], list[str | None]]:
                     continue
                 choice = data["choices"][0]
                 try:
-                    jsonschema.validate(json.loads(choice["message"]["content"]), VERDICT_SCHEMA)
+                    VERDICT_VALIDATOR.validate(json.loads(choice["message"]["content"]))
                 except (json.JSONDecodeError, jsonschema.ValidationError):
                     assert choice["finish_reason"] == "length"
                     outcomes.append("truncated")
@@ -488,8 +510,14 @@ def test_fault_rate_mixes_faults_and_is_repeatable() -> None:
     outcomes, faults = _fault_run(seed=11)
     counts = Counter(outcomes)
     expected = {
-        None: "ok", "timeout": "timeout", "rate_limit": "429", "server_error": "500",
-        "unavailable": "503", "malformed": "malformed", "truncated": "truncated", "reset": "reset",
+        None: "ok",
+        "timeout": "timeout",
+        "rate_limit": "429",
+        "server_error": "500",
+        "unavailable": "503",
+        "malformed": "malformed",
+        "truncated": "truncated",
+        "reset": "reset",
     }
     assert outcomes == [expected[f] for f in faults]  # each fault looks like what it says
     assert 30 <= counts["ok"] <= 45  # ~70% successes
@@ -503,11 +531,11 @@ async def test_fault_rate_through_litellm_is_repeatable() -> None:
         kinds = tuple(k for k in FAULT_KINDS if k != "timeout")
         names: list[str] = []
         with ScriptedJudgeServer(fault_rate=0.3, seed=seed, fault_kinds=kinds) as srv:
-            for _ in range(30):
+            for _ in range(20):
                 try:
                     await litellm.acompletion(**_litellm_kwargs(srv, timeout=2))
                     names.append("ok")
-                except Exception as exc:  # noqa: BLE001 - the exception type is the outcome
+                except Exception as exc:
                     names.append(type(exc).__name__)
         return names
 

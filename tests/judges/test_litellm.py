@@ -1,0 +1,125 @@
+"""The litellm backend against a real local OpenAI-compatible server (scripted faults, latency)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from rubricgate.interfaces.gateway import Gateway, GatewayConfig
+from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
+from rubricgate.models.reward import Item
+from tests.support.openai_server import ChatCall, Reply, ScriptedJudgeServer, sequence
+
+ITEMS = [Item(id="1", prompt="What is the capital of France?", response="Paris.")]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ScriptedJudgeServer]:
+    with ScriptedJudgeServer() as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh(server: ScriptedJudgeServer) -> None:
+    server.reset()
+    server.set_script(None)
+
+
+def gateway(server: ScriptedJudgeServer, cache_url: str | None = None, votes: int = 2, deadline_s: float = 30,
+            attempts: int = 4, timeout_s: float = 10) -> Gateway:
+    return Gateway.open(GatewayConfig(
+        judge="litellm:openai/judge-model",
+        backend=BackendConfig(base_url=server.base_url, api_key="sk-local-test", timeout_s=timeout_s),
+        scoring=ScoringConfig(votes=votes, deadline_s=deadline_s),
+        retry=RetryPolicy(attempts=attempts, initial_wait_s=0.01, max_wait_s=0.2),
+        cache_url=cache_url,
+    ))
+
+
+async def test_schema_constrained_verdicts_score_and_cache(server: ScriptedJudgeServer, cache_url: str) -> None:
+    async with gateway(server, cache_url) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+    assert result.reward is not None and 0.0 <= result.reward <= 1.0
+    assert result.judge == "litellm:openai/judge-model" and result.judge_calls == 2
+    assert result.tokens.prompt > 0
+    call = server.calls[0]
+    schema = call.body["response_format"]["json_schema"]["schema"]
+    assert set(schema["required"]) == {c.id for c in gw.rubric("helpfulness").judged_criteria}
+    assert {c.body.get("seed") for c in server.calls} == {r.seed for r in gw.scorer.requests_for(gw.rubric("helpfulness"), ITEMS[0])}
+    async with gateway(server, cache_url) as gw:
+        [again] = await gw.score(ITEMS, "helpfulness")
+    assert len(server.calls) == 2 and again.cached and again.reward == result.reward
+
+
+async def test_rate_limit_then_success_is_retried(server: ScriptedJudgeServer) -> None:
+    server.set_script(sequence(Reply.error(429, retry_after=0.05), Reply.error(429, retry_after=0.05),
+                               then=Reply.default()))
+    async with gateway(server, votes=1) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+        assert gw.retrying.retries == 2
+    assert result.reward is not None
+    assert len(server.calls) == 3
+
+
+async def test_server_error_forever_gives_null_with_reason(server: ScriptedJudgeServer, cache_url: str) -> None:
+    server.set_script(lambda call: Reply.error(500, "boom"))
+    async with gateway(server, cache_url, votes=2, attempts=3) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+        assert gw.store is not None and gw.store.stats()["judgments"] == 0
+    assert result.reward is None
+    assert "JudgeUnavailable" in (result.reason or "") and "InternalServerError" in (result.reason or "")
+    assert len(server.calls) == 2 * 3  # each vote tried `attempts` times
+
+
+async def test_auth_errors_are_not_retried(server: ScriptedJudgeServer) -> None:
+    server.set_script(lambda call: Reply.error(401, "bad key"))
+    async with gateway(server, votes=1) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+    assert result.reward is None and "JudgeRejected" in (result.reason or "")
+    assert len(server.calls) == 1
+
+
+async def test_malformed_verdict_text_is_flagged_not_zero(server: ScriptedJudgeServer, cache_url: str) -> None:
+    server.set_script(lambda call: Reply.text("The response looks great, 10/10!"))
+    async with gateway(server, cache_url, votes=2) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+        assert gw.store is not None and gw.store.stats()["judgments"] == 0
+    assert result.reward is None and "parse_error" in result.flags
+
+
+async def test_partial_verdict_is_scored_on_what_parsed_and_flagged(server: ScriptedJudgeServer) -> None:
+    def only_one_criterion(call: ChatCall) -> Reply:
+        return Reply.text(json.dumps({"addresses_request": {"rationale": "ok", "score": "pass"}}))
+
+    server.set_script(only_one_criterion)
+    async with gateway(server, votes=1) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+    assert result.reward is not None and "parse_error" in result.flags
+    unscored = [c.id for c in result.criteria if c.value is None]
+    assert "correctness" in unscored
+
+
+async def test_slow_judge_hits_the_deadline(server: ScriptedJudgeServer) -> None:
+    server.set_script(lambda call: Reply.slow(3.0))
+    async with gateway(server, votes=1, deadline_s=0.5) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+    assert result.reward is None and "deadline" in (result.reason or "")
+
+
+async def test_call_timeout_is_transient_and_retried(server: ScriptedJudgeServer) -> None:
+    server.set_script(sequence(Reply.slow(2.0), then=Reply.default()))
+    async with gateway(server, votes=1, timeout_s=0.3) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+        assert gw.retrying.retries == 1
+    assert result.reward is not None
+
+
+async def test_api_key_never_reaches_the_cache(server: ScriptedJudgeServer, cache_url: str) -> None:
+    async with gateway(server, cache_url, votes=1) as gw:
+        await gw.score(ITEMS, "helpfulness")
+        assert gw.store is not None
+        rows = list(gw.store.export())
+    assert rows and all("sk-local-test" not in json.dumps(row) for row in rows)
+    assert server.calls[0].headers.get("authorization") == "Bearer sk-local-test"

@@ -45,12 +45,12 @@ class LiteLLMBackend:
         try:
             response = await litellm.acompletion(**self._call_args(request))
         except _TRANSIENT as exc:
-            raise JudgeUnavailable(f"{self.name}: {_describe(exc)}", retry_after_s=_retry_after(exc)) from exc
+            raise JudgeUnavailable(self._describe(exc), retry_after_s=_retry_after(exc)) from exc
         except _PERMANENT as exc:
-            raise JudgeRejected(f"{self.name}: {_describe(exc)}") from exc
+            raise JudgeRejected(self._describe(exc)) from exc
         except litellm.APIError as exc:
             # Unclassified provider failures (malformed bodies, resets mid-stream) are transient.
-            raise JudgeUnavailable(f"{self.name}: {_describe(exc)}") from exc
+            raise JudgeUnavailable(self._describe(exc)) from exc
         return self._to_reply(response, (time.perf_counter() - started) * 1000)
 
     async def aclose(self) -> None:
@@ -73,6 +73,8 @@ class LiteLLMBackend:
             args["api_base"] = self._config.base_url
         if self._config.api_key is not None:
             args["api_key"] = self._config.api_key.get_secret_value()
+        elif self._config.base_url:
+            args["api_key"] = "no-key"  # local servers (vLLM, llama.cpp) need none; the OpenAI client insists
         if self._structured == "json_schema":
             args["response_format"] = {
                 "type": "json_schema",
@@ -81,6 +83,15 @@ class LiteLLMBackend:
         elif self._structured == "json_object":
             args["response_format"] = {"type": "json_object"}
         return args
+
+    def _describe(self, exc: Exception) -> str:
+        """One line for logs and reasons; providers echo keys in auth errors, so redact ours."""
+        message = " ".join(str(getattr(exc, "message", exc)).split())
+        if self._config.api_key is not None:
+            secret = self._config.api_key.get_secret_value()
+            for fragment in {secret, secret[:8], secret[-8:]} - {""}:
+                message = message.replace(fragment, "***")
+        return f"{self.name}: {type(exc).__name__}: {message[:300]}"
 
     def _pick_structured_output(self) -> str:
         mode = self._config.structured_output
@@ -111,6 +122,3 @@ def _retry_after(exc: Exception) -> float | None:
         return None
 
 
-def _describe(exc: Exception) -> str:
-    message = " ".join(str(getattr(exc, "message", exc)).split())
-    return f"{type(exc).__name__}: {message[:300]}"

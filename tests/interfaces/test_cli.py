@@ -123,3 +123,10 @@ def test_rubric_commands(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad.yaml", "id: bad\ncriteria: []\n")
     code, _, err = run("rubric", "validate", str(bad))
     assert code == 2 and "criteria: List should have at least 1 item" in err
+
+
+def test_judges_check_reports_validity_and_ranking() -> None:
+    code, out, _ = run("judges", "check", "fake:alternate")
+    assert code == 0 and "valid verdicts" in out
+    code, out, err = run("judges", "check", "fake:garbage")
+    assert code == 1 and "could not score" in err

@@ -123,3 +123,21 @@ async def test_api_key_never_reaches_the_cache(server: ScriptedJudgeServer, cach
         rows = list(gw.store.export())
     assert rows and all("sk-local-test" not in json.dumps(row) for row in rows)
     assert server.calls[0].headers.get("authorization") == "Bearer sk-local-test"
+
+
+async def test_api_key_echoed_by_the_provider_is_redacted_from_reasons(server: ScriptedJudgeServer) -> None:
+    server.set_script(lambda call: Reply.error(401, "Incorrect API key provided: sk-local-test. Check it."))
+    async with gateway(server, votes=1) as gw:
+        [result] = await gw.score(ITEMS, "helpfulness")
+    assert result.reward is None and "AuthenticationError" in (result.reason or "")
+    assert "sk-local" not in (result.reason or "") and "***" in (result.reason or "")
+
+
+@pytest.mark.parametrize("model", ["hosted_vllm/judge-model", "openai/judge-model"])
+async def test_openai_compatible_providers_work_the_same(server: ScriptedJudgeServer, model: str) -> None:
+    config = GatewayConfig(judge=f"litellm:{model}", backend=BackendConfig(base_url=server.base_url),
+                           scoring=ScoringConfig(votes=1), cache_url=None)
+    async with Gateway.open(config) as gw:
+        [result] = await gw.score(ITEMS, "factual-qa")
+    assert result.reward is not None and result.judge == f"litellm:{model}"
+    assert server.calls[-1].model == "judge-model"

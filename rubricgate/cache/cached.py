@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rubricgate.cache.keys import cache_key
 from rubricgate.cache.store import JudgmentStore, StoredJudgment
 from rubricgate.errors import VerdictParseError
-from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.base import BackendWrapper, JudgeBackend
 from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage
 
@@ -31,24 +31,16 @@ class CacheCounters:
     """Tokens of the replies the judge produced (misses), i.e. what this process paid for."""
 
 
-class CachedBackend:
+class CachedBackend(BackendWrapper):
     """Same protocol as any judge; the wrapped judge is only called on a miss."""
 
     def __init__(self, inner: JudgeBackend, store: JudgmentStore) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._store = store
         self._prefetched: dict[str, JudgeReply] = {}
         self._looked_up: set[str] = set()
         self._inflight: dict[str, asyncio.Future[JudgeReply]] = {}
         self.counters = CacheCounters()
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def prefers_rationale(self) -> bool:
-        return self._inner.prefers_rationale
 
     async def prefetch(self, requests: Sequence[JudgeRequest]) -> int:
         """Load the cached replies of a whole batch in a few queries; returns how many were found."""
@@ -78,9 +70,6 @@ class CachedBackend:
         task.add_done_callback(lambda _: self._inflight.pop(key, None))
         # Shielded: a caller's deadline must not cancel a judgment others share or that will be cached.
         return await asyncio.shield(task)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
     async def _lookup_or_judge(self, key: str, request: JudgeRequest) -> JudgeReply:
         if key not in self._looked_up:

@@ -28,3 +28,24 @@ class JudgeBackend(Protocol):
     async def aclose(self) -> None:
         """Release clients, threads and models."""
         ...
+
+
+class BackendWrapper:
+    """Base of wrappers (cache, retries, limits) that add behaviour and forward the rest."""
+
+    def __init__(self, inner: JudgeBackend) -> None:
+        self._inner = inner
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def prefers_rationale(self) -> bool:
+        return self._inner.prefers_rationale
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        return await self._inner.complete(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -8,31 +8,23 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from rubricgate.errors import JudgeUnavailable
-from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.base import BackendWrapper, JudgeBackend
 from rubricgate.models.config import RetryPolicy
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 
 
-class RetryingBackend:
+class RetryingBackend(BackendWrapper):
     """Retries `JudgeUnavailable` with jittered exponential backoff; anything else passes through.
 
     The item deadline (in the scorer) bounds the total time, so retries never outlive it.
     """
 
     def __init__(self, inner: JudgeBackend, policy: RetryPolicy) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._policy = policy
         self._backoff = wait_random_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
         self.retries = 0
         """Retries made so far (for metrics and tests)."""
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def prefers_rationale(self) -> bool:
-        return self._inner.prefers_rationale
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         retrying = AsyncRetrying(
@@ -47,9 +39,6 @@ class RetryingBackend:
                 return await self._inner.complete(request)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
     def _wait(self, state: RetryCallState) -> float:
         backoff = float(self._backoff(state))
         error = state.outcome.exception() if state.outcome else None
@@ -62,24 +51,13 @@ class RetryingBackend:
         self.retries += 1
 
 
-class LimitedBackend:
+class LimitedBackend(BackendWrapper):
     """At most `limit` calls in flight to the wrapped judge."""
 
     def __init__(self, inner: JudgeBackend, limit: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._slots = asyncio.Semaphore(limit)
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def prefers_rationale(self) -> bool:
-        return self._inner.prefers_rationale
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         async with self._slots:
             return await self._inner.complete(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

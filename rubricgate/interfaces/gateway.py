@@ -89,10 +89,11 @@ class Gateway:
             if chosen is None:
                 raise UsageError(f"item {item.id or index + 1} names no rubric: pass --rubric or set 'rubric'")
             pairs.append((self.rubric(chosen), item))
+        requests = [self.scorer.requests_for(rub, item) for rub, item in pairs]  # rendered once per item
         if self.cached is not None:
-            await self.cached.prefetch([r for rub, item in pairs for r in self.scorer.requests_for(rub, item)])
+            await self.cached.prefetch([r for item_requests in requests for r in item_requests])
         try:
-            return await self.scorer.score_many(pairs, on_result)
+            return await self.scorer.score_many(pairs, on_result, requests)
         finally:
             if self.cached is not None:
                 self.cached.forget_prefetched()

@@ -12,6 +12,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402  (the environment must be set first)
+from litellm import exceptions as errors  # noqa: E402
 
 from rubricgate.errors import JudgeRejected, JudgeUnavailable  # noqa: E402
 from rubricgate.models.config import BackendConfig  # noqa: E402
@@ -20,10 +21,10 @@ from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage  # no
 litellm.suppress_debug_info = True
 litellm.telemetry = False
 
-_TRANSIENT = (litellm.RateLimitError, litellm.Timeout, litellm.APIConnectionError,
-              litellm.ServiceUnavailableError, litellm.InternalServerError, litellm.BadGatewayError)
-_PERMANENT = (litellm.BadRequestError, litellm.AuthenticationError, litellm.NotFoundError,
-              litellm.PermissionDeniedError, litellm.UnprocessableEntityError)
+_TRANSIENT = (errors.RateLimitError, errors.Timeout, errors.APIConnectionError, errors.ServiceUnavailableError,
+              errors.InternalServerError, errors.BadGatewayError)
+_PERMANENT = (errors.BadRequestError, errors.AuthenticationError, errors.NotFoundError,
+              errors.PermissionDeniedError, errors.UnprocessableEntityError)
 
 
 class LiteLLMBackend:
@@ -48,7 +49,7 @@ class LiteLLMBackend:
             raise JudgeUnavailable(self._describe(exc), retry_after_s=_retry_after(exc)) from exc
         except _PERMANENT as exc:
             raise JudgeRejected(self._describe(exc)) from exc
-        except litellm.APIError as exc:
+        except errors.APIError as exc:
             # Unclassified provider failures (malformed bodies, resets mid-stream) are transient.
             raise JudgeUnavailable(self._describe(exc)) from exc
         return self._to_reply(response, (time.perf_counter() - started) * 1000)

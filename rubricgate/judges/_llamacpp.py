@@ -35,7 +35,7 @@ _GGML_LOG_ERROR = 4
 logger = logging.getLogger(__name__)
 
 
-@llama_cpp.llama_log_callback
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _log_errors_only(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     """llama.cpp prints load chatter to stderr even when not verbose; keep only its errors."""
     if level == _GGML_LOG_ERROR:
@@ -126,7 +126,7 @@ class LlamaCppBackend:
                 return
             llm.n_tokens = len(prefix)
         else:
-            llm.reset()
+            llm.reset()  # type: ignore[no-untyped-call]
             llm.eval(prefix)
             self._prefix = prefix
         llm.eval(tail)

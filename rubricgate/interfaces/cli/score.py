@@ -67,7 +67,7 @@ def score(
         if as_json:
             payload = [r.model_dump(mode="json") for r in results]
             out_console.print_json(json.dumps(payload[0] if prompt is not None else payload))
-        elif output is None:
+        else:
             out_console.print(_results_table(results))
         err_console.print(_summary_table(results, counters, wall_s, output))
         unscorable = [r for r in results if r.reward is None]
@@ -107,11 +107,15 @@ def _write_jsonl(path: Path, results: list[RewardResult]) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
 
 
+_TABLE_ROWS = 50
+
+
 def _results_table(results: list[RewardResult]) -> Table:
-    table = Table(title="rewards")
+    hidden = len(results) - _TABLE_ROWS
+    table = Table(title="rewards", caption=f"... and {hidden} more (see --output)" if hidden > 0 else None)
     for column in ("id", "reward", "agreement", "flags", "cached"):
         table.add_column(column)
-    for r in results:
+    for r in results[:_TABLE_ROWS]:
         reward = f"{r.reward:.3f}" if r.reward is not None else f"[red]null[/] ({(r.reason or '')[:60]})"
         table.add_row(r.id or "", reward, f"{r.agreement:.2f}" if r.agreement is not None else "-",
                       ", ".join(r.flags), "yes" if r.cached else "no")

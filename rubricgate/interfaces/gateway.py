@@ -13,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rubricgate.cache.cached import CachedBackend, CacheCounters
 from rubricgate.cache.store import JudgmentStore
+from rubricgate.errors import UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.prompts import DEFAULT_TEMPLATE, load_template
 from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
 from rubricgate.judges.retry import LimitedBackend, RetryingBackend
 from rubricgate.library.rubric_files import resolve_rubric
-from rubricgate.errors import UsageError
 from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
 from rubricgate.models.judging import SamplingParams
 from rubricgate.models.reward import Item, RewardResult

@@ -81,15 +81,17 @@ class Gateway:
         return self._rubrics[name_or_rubric]
 
     async def score(self, items: Sequence[Item], rubric: str | Rubric | None = None,
-                    on_result: Callable[[int, RewardResult], None] | None = None) -> list[RewardResult]:
-        """Score a batch in input order; an item's own `rubric` field overrides `rubric`."""
+                    on_result: Callable[[int, RewardResult], None] | None = None,
+                    votes: int | None = None) -> list[RewardResult]:
+        """Score a batch in input order; an item's own `rubric` field overrides `rubric`,
+        and `votes` overrides the configured vote count for this batch."""
         pairs = []
         for index, item in enumerate(items):
             chosen = item.rubric or rubric
             if chosen is None:
                 raise UsageError(f"item {item.id or index + 1} names no rubric: pass --rubric or set 'rubric'")
             pairs.append((self.rubric(chosen), item))
-        requests = [self.scorer.requests_for(rub, item) for rub, item in pairs]  # rendered once per item
+        requests = [self.scorer.requests_for(rub, item, votes) for rub, item in pairs]  # rendered once per item
         if self.cached is not None:
             await self.cached.prefetch([r for item_requests in requests for r in item_requests])
         try:

@@ -47,8 +47,11 @@ class RubricScorer:
     def config(self) -> ScoringConfig:
         return self._config
 
-    def requests_for(self, rubric: Rubric, item: Item) -> list[JudgeRequest]:
-        """The judge requests (one per vote) this item needs; empty if checks decide everything."""
+    def requests_for(self, rubric: Rubric, item: Item, votes: int | None = None) -> list[JudgeRequest]:
+        """The judge requests (one per vote) this item needs; empty if checks decide everything.
+
+        `votes` overrides the configured number for this item (a request may ask for more).
+        """
         form = verdict_form(rubric, rationale=self._backend.prefers_rationale)
         if not form.fields:
             return []
@@ -56,7 +59,7 @@ class RubricScorer:
         return [
             JudgeRequest(messages=messages, form=form, sampling=self._sampling, sample_index=k,
                          template_version=self._template.version, rubric_ref=rubric.ref)
-            for k in range(self._config.votes)
+            for k in range(votes or self._config.votes)
         ]
 
     async def score(self, rubric: Rubric, item: Item,

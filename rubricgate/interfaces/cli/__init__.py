@@ -10,6 +10,7 @@ import typer
 from rubricgate.interfaces.cli import cache, judges, rubric
 from rubricgate.interfaces.cli.common import State
 from rubricgate.interfaces.cli.score import score
+from rubricgate.interfaces.cli.serve import serve
 
 app = typer.Typer(
     name="rubricgate",
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(score)
+app.command()(serve)
 app.add_typer(cache.app, name="cache")
 app.add_typer(rubric.app, name="rubric")
 app.add_typer(judges.app, name="judges")

@@ -1,0 +1,72 @@
+"""One background event loop per process that owns every in-process gateway.
+
+Trainers call reward functions from their own threads and loops (TRL awaits async functions
+on its loop, older TRL and verl call sync functions). Gateways hold loop-bound state (locks,
+semaphores, HTTP pools), so they live on one daemon loop thread and every caller hands its
+coroutine to that loop: sync callers block on the result, async callers await a wrapped future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from rubricgate.errors import UsageError
+from rubricgate.interfaces.gateway import Gateway, GatewayConfig
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """One event loop on a daemon thread, shared by every sync and async caller."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="rubricgate-loop", daemon=True).start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        """Schedule `coro` on the loop thread from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` to completion from synchronous code; refuses inside a running loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.submit(coro).result()
+        coro.close()
+        raise UsageError("sync API called inside an event loop; await the async API instead")
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await `coro` from any other event loop."""
+        return await asyncio.wrap_future(self.submit(coro))
+
+
+_lock = threading.Lock()
+_loop: LoopThread | None = None
+_gateways: dict[str, Gateway] = {}
+
+
+def loop_thread() -> LoopThread:
+    """The process's shared loop thread, started on first use."""
+    global _loop
+    with _lock:
+        if _loop is None:
+            _loop = LoopThread()
+        return _loop
+
+
+def with_gateway(config: GatewayConfig, use: Callable[[Gateway], Awaitable[T]]) -> Coroutine[Any, Any, T]:
+    """A coroutine (to run on the loop thread) that applies `use` to the shared gateway for `config`."""
+
+    async def run() -> T:
+        key = config.model_dump_json()
+        gateway = _gateways.get(key)
+        if gateway is None:
+            gateway = _gateways[key] = Gateway.open(config)
+        return await use(gateway)
+
+    return run()

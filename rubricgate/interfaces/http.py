@@ -1,0 +1,311 @@
+"""The HTTP reward server: `/v1/reward`, OpenRLHF's `/get_reward`, health, metrics, rubrics.
+
+`create_app(gateway, settings)` builds the FastAPI app around an opened gateway; the lifespan
+drains in-flight batches and closes the gateway on shutdown. Bodies and batches are bounded,
+every error is JSON with a message, and a Bearer key is checked when one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rubricgate.errors import RubricGateError, UsageError
+from rubricgate.interfaces.batcher import Batcher
+from rubricgate.interfaces.gateway import Gateway
+from rubricgate.interfaces.metrics import ServerMetrics
+from rubricgate.interfaces.openrlhf import parse_label, prompt_text, response_from_query
+from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
+from rubricgate.models.judging import ChatMessage
+from rubricgate.models.reward import Item, RewardResult
+from rubricgate.models.rubric import Rubric
+
+_ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward"}
+OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
+"""`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
+
+
+class ServerSettings(BaseModel):
+    """What the server enforces; the CLI fills it from flags and RUBRICGATE_* variables."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_key: SecretStr | None = None
+    """Bearer token every request except /healthz must carry; None turns auth off."""
+    default_rubric: str | None = None
+    """Rubric for requests that name none (and for empty OpenRLHF labels)."""
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_items: int = Field(default=1024, ge=1)
+    """Most items (or OpenRLHF queries) in one request."""
+    max_votes: int = Field(default=16, ge=1)
+    unscorable_reward: Literal["batch_mean", "nan"] | float = "batch_mean"
+    """What `/get_reward` returns for an unscorable sample (it needs a number): the mean of the
+    request's scored samples (neutral for advantages), NaN, or a fixed value; always flagged in
+    `extra_logs["unscorable"]`."""
+    batch_window_s: float = Field(default=0.005, ge=0)
+
+
+class ItemIn(BaseModel):
+    """One item of `/v1/reward`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | int | None = None
+    prompt: str | list[ChatMessage] = Field(max_length=1_000_000)
+    response: str | list[ChatMessage] = Field(max_length=1_000_000)
+    reference: str | None = None
+
+    def to_item(self) -> Item:
+        prompt = self.prompt if isinstance(self.prompt, str) else tuple(self.prompt)
+        response = self.response if isinstance(self.response, str) else tuple(self.response)
+        return Item(id=None if self.id is None else str(self.id), prompt=prompt, response=response,
+                    reference=self.reference)
+
+
+class RewardRequest(BaseModel):
+    """`POST /v1/reward`: a rubric (name or inline document), items, optional vote count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rubric: str | dict[str, Any] | None = None
+    items: list[ItemIn] = Field(min_length=1)
+    votes: int | None = Field(default=None, ge=1)
+
+
+class RewardResponse(BaseModel):
+    results: list[RewardResult]
+
+
+class OpenRLHFRequest(BaseModel):
+    """OpenRLHF's remote reward request: aligned lists (prompts and labels may be omitted)."""
+
+    query: list[str] = Field(min_length=1)
+    prompts: list[str] | None = None
+    labels: list[str | None] | None = None
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for bodies over the limit, whether declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        # Read the whole body (at most max_bytes) before the app sees it, then replay it.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        body = json.dumps({"error": "payload_too_large",
+                           "message": f"request body exceeds {self.max_bytes} bytes; send smaller batches"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_gateway: bool = True) -> FastAPI:
+    """The reward server around an opened gateway (closed on shutdown when `owns_gateway`)."""
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    batcher = Batcher(gateway, max_items=settings.max_items, window_s=settings.batch_window_s)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await batcher.drain()  # uvicorn has stopped accepting; finish what was admitted
+        if owns_gateway:
+            await gateway.aclose()
+
+    app = FastAPI(title="rubricgate", version="0.1.0", lifespan=lifespan,
+                  description="Rubric-driven rewards for LLM post-training.")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    def require_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        expected = settings.api_key.get_secret_value()
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+            raise StarletteHTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+    def rubric_for(spec: str | dict[str, Any] | None) -> Rubric:
+        if isinstance(spec, dict):
+            return parse_rubric(spec, "request.rubric")
+        name = spec or settings.default_rubric
+        if not name:
+            raise UsageError("no rubric: name one in the request or start the server with --rubric")
+        if "/" in name or name.endswith((".yaml", ".yml", ".json")):
+            raise UsageError(f"rubric {name!r}: name a rubric by id, or send it inline")
+        return gateway.rubric(name)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        path = request.url.path if request.url.path in _ROUTES else "other"  # bounded label values
+        metrics.latency.labels(path).observe(time.perf_counter() - started)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(RubricGateError)
+    async def usage_error(_: Request, exc: RubricGateError) -> JSONResponse:
+        status = 400 if isinstance(exc, UsageError) else 503
+        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        return JSONResponse({"error": "invalid_request", "message": problems}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": "http_error", "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness and what the server scores with (no auth, no secrets)."""
+        return {"status": "ok", "judge": gateway.backend.name, "rubric": settings.default_rubric,
+                "votes": gateway.config.scoring.votes}
+
+    @app.get("/metrics", dependencies=[Depends(require_key)])
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/rubrics", dependencies=[Depends(require_key)])
+    async def rubrics() -> dict[str, Any]:
+        listed = []
+        for path in iter_rubric_files(gateway.config.rubric_dirs):
+            try:
+                rubric = load_rubric_file(path)
+            except UsageError:
+                continue
+            listed.append({"id": rubric.id, "version": rubric.version, "description": rubric.description,
+                           "criteria": [c.id for c in rubric.criteria]})
+        return {"default": settings.default_rubric, "rubrics": listed}
+
+    @app.post("/v1/reward", dependencies=[Depends(require_key)], response_model=RewardResponse)
+    async def reward(body: RewardRequest) -> RewardResponse:
+        """Rewards for a batch, in request order; an unscorable item has `reward: null` and a reason."""
+        if len(body.items) > settings.max_items:
+            raise _too_many(len(body.items), settings.max_items)
+        if body.votes is not None and body.votes > settings.max_votes:
+            raise UsageError(f"votes={body.votes} is over this server's limit of {settings.max_votes}")
+        results = await batcher.score(rubric_for(body.rubric), [i.to_item() for i in body.items], body.votes)
+        metrics.observe(results)
+        return RewardResponse(results=results)
+
+    @app.post("/get_reward", dependencies=[Depends(require_key)], response_model=OpenRLHFResponse)
+    async def get_reward(body: OpenRLHFRequest) -> OpenRLHFResponse:
+        """OpenRLHF's remote reward model contract; outputs are aligned with `query`."""
+        n = len(body.query)
+        if n > settings.max_items:
+            raise _too_many(n, settings.max_items)
+        prompts = body.prompts or [""] * n
+        labels = body.labels or [None] * n
+        if len(prompts) != n or len(labels) != n:
+            raise UsageError(f"query, prompts and labels must have the same length ({n}, {len(prompts)}, {len(labels)})")
+        known = {p.stem for p in iter_rubric_files(gateway.config.rubric_dirs)}
+        groups: dict[str, tuple[Rubric, list[int], list[Item]]] = {}
+        for i, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
+            spec = parse_label(label, known)
+            rubric = _principle_rubric(spec.principle) if spec.principle and not spec.rubric else rubric_for(spec.rubric)
+            item = Item(id=str(i), prompt=prompt_text(prompt), response=response_from_query(query, prompt),
+                        reference=spec.reference)
+            group = groups.setdefault(rubric.ref, (rubric, [], []))
+            group[1].append(i)
+            group[2].append(item)
+        results: list[RewardResult | None] = [None] * n
+        for rubric, indices, items in groups.values():
+            for index, result in zip(indices, await batcher.score(rubric, items), strict=True):
+                results[index] = result
+        done = [r for r in results if r is not None]
+        metrics.observe(done)
+        return _openrlhf_response(done, settings.unscorable_reward)
+
+    return app
+
+
+def _too_many(count: int, limit: int) -> StarletteHTTPException:
+    return StarletteHTTPException(413, f"{count} items in one request; this server takes at most {limit}: split the batch")
+
+
+def _principle_rubric(principle: str) -> Rubric:
+    """A one-criterion rubric for a label that carries a principle (RewardAnything style)."""
+    return parse_rubric({
+        "id": "label-principle",
+        "description": "Principle given by the training label.",
+        "principles": [principle],
+        "criteria": [{"id": "principle", "kind": "principle",
+                      "text": f"The response follows this principle: {principle}"}],
+    }, "label principle")
+
+
+def _openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean", "nan"] | float) -> OpenRLHFResponse:
+    scored = [r.reward for r in results if r.reward is not None]
+    if unscorable == "batch_mean":
+        fallback = sum(scored) / len(scored) if scored else 0.5
+    elif unscorable == "nan":
+        fallback = math.nan
+    else:
+        fallback = float(unscorable)
+    rewards = [r.reward if r.reward is not None else fallback for r in results]
+    logs = {
+        "unscorable": [float(r.reward is None) for r in results],
+        "agreement": [r.agreement if r.agreement is not None else 0.0 for r in results],
+        "hard_rule_failed": [float("hard_rule_failed" in r.flags) for r in results],
+        "cached": [float(r.cached) for r in results],
+        "judge_calls": [float(r.judge_calls) for r in results],
+        "latency_s": [r.latency_ms / 1000 for r in results],
+    }
+    return OpenRLHFResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)

@@ -22,4 +22,4 @@ def test_walkthrough(script: Path, model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_there_are_walkthroughs() -> None:
-    assert {"quickstart.sh", "errors.sh"} <= {s.name for s in SCRIPTS}
+    assert {"quickstart.sh", "errors.sh", "serve.sh"} <= {s.name for s in SCRIPTS}

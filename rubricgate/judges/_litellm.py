@@ -15,6 +15,7 @@ import litellm  # noqa: E402  (the environment must be set first)
 from litellm import exceptions as errors  # noqa: E402
 
 from rubricgate.errors import JudgeRejected, JudgeUnavailable  # noqa: E402
+from rubricgate.judges.base import redact  # noqa: E402
 from rubricgate.models.config import BackendConfig  # noqa: E402
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage  # noqa: E402
 
@@ -87,11 +88,7 @@ class LiteLLMBackend:
 
     def _describe(self, exc: Exception) -> str:
         """One line for logs and reasons; providers echo keys in auth errors, so redact ours."""
-        message = " ".join(str(getattr(exc, "message", exc)).split())
-        if self._config.api_key is not None:
-            secret = self._config.api_key.get_secret_value()
-            for fragment in {secret, secret[:8], secret[-8:]} - {""}:
-                message = message.replace(fragment, "***")
+        message = redact(" ".join(str(getattr(exc, "message", exc)).split()), self._config.api_key)
         return f"{self.name}: {type(exc).__name__}: {message[:300]}"
 
     def _pick_structured_output(self) -> str:

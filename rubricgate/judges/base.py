@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from pydantic import SecretStr
+
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 
 
@@ -49,3 +51,13 @@ class BackendWrapper:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def redact(text: str, secret: SecretStr | None) -> str:
+    """`text` without the key or its recognisable ends: providers echo keys in auth errors."""
+    if secret is None:
+        return text
+    value = secret.get_secret_value()
+    for fragment in sorted({value, value[:8], value[-8:]} - {""}, key=len, reverse=True):
+        text = text.replace(fragment, "***")
+    return text

@@ -41,6 +41,15 @@ def _litellm(model: str, config: BackendConfig) -> JudgeBackend:
     return LiteLLMBackend(model, config)
 
 
+def _openai(model: str, config: BackendConfig) -> JudgeBackend:
+    from rubricgate.judges._openai import OpenAIBackend
+
+    name, _, option = model.partition("+")
+    if option not in ("", "logprobs"):
+        raise UsageError(f"openai judge {model!r}: the only option is '+logprobs', e.g. openai:my-model+logprobs")
+    return OpenAIBackend(name, config, logprobs=option == "logprobs")
+
+
 def _fake(model: str, config: BackendConfig) -> JudgeBackend:
     from rubricgate.judges.fake import FakeBackend
 
@@ -48,7 +57,7 @@ def _fake(model: str, config: BackendConfig) -> JudgeBackend:
 
 
 Factory = Callable[[str, BackendConfig], JudgeBackend]
-_FACTORIES: dict[str, Factory] = {"llamacpp": _llamacpp, "litellm": _litellm, "fake": _fake}
+_FACTORIES: dict[str, Factory] = {"llamacpp": _llamacpp, "openai": _openai, "litellm": _litellm, "fake": _fake}
 
 
 def get_backend(spec: str, config: BackendConfig | None = None) -> JudgeBackend:

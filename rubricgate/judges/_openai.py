@@ -1,0 +1,149 @@
+"""The fast path to OpenAI-compatible servers (vLLM, llama.cpp server, OpenAI) over pooled httpx.
+
+Measured here (DESIGN decision 9): ~1.3 ms CPU per call against ~4.6 ms through litellm, so a
+gateway in front of a local vLLM server is not bottlenecked by its own client. Structured output
+uses OpenAI's `response_format` json_schema (which vLLM honours); with `logprobs` on, the label
+distribution at each score slot becomes `label_probs`, giving expected scores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from typing import Any
+
+import httpx
+
+from rubricgate.errors import JudgeRejected, JudgeUnavailable
+from rubricgate.judges.base import redact
+from rubricgate.models.config import BackendConfig
+from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage, VerdictForm
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_FIELD_OPEN = re.compile(r'"([a-z][a-z0-9_]*)"\s*:\s*\{[^{}]*$')
+_SCORE_SLOT = re.compile(r'"score"\s*:\s*"?$')
+
+
+class OpenAIBackend:
+    """One model on one OpenAI-compatible endpoint, through a pooled HTTP/1.1 client."""
+
+    prefers_rationale = True
+
+    def __init__(self, model: str, config: BackendConfig, logprobs: bool = False) -> None:
+        self._model = model
+        self._config = config
+        self._logprobs = logprobs
+        base = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        headers = {"Content-Type": "application/json"}
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._client = httpx.AsyncClient(
+            base_url=base, headers=headers, timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self._model}" + ("+logprobs" if self._logprobs else "")
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        started = time.perf_counter()
+        try:
+            response = await self._client.post("/chat/completions", json=self._body(request))
+        except httpx.TimeoutException as exc:
+            raise JudgeUnavailable(f"{self.name}: timed out after {self._config.timeout_s:g}s") from exc
+        except httpx.TransportError as exc:
+            raise JudgeUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise JudgeUnavailable(f"{self.name}: HTTP {response.status_code}: {self._error_text(response)}",
+                                   retry_after_s=_retry_after(response))
+        if response.status_code >= 400:
+            raise JudgeRejected(f"{self.name}: HTTP {response.status_code}: {self._error_text(response)}")
+        try:
+            data = json.loads(response.content, strict=False)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise JudgeUnavailable(f"{self.name}: malformed completion body: {response.text[:120]!r}") from exc
+        usage = data.get("usage") or {}
+        probs = _label_probs(choice.get("logprobs"), request.form) if self._logprobs else None
+        return JudgeReply(text=text, backend=self.name, label_probs=probs or None,
+                          usage=TokenUsage(prompt=usage.get("prompt_tokens") or 0,
+                                           completion=usage.get("completion_tokens") or 0),
+                          latency_ms=(time.perf_counter() - started) * 1000)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _error_text(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            body = body["error"].get("message", "")
+        return redact(" ".join(str(body).split()), self._config.api_key)[:200]
+
+    def _body(self, request: JudgeRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": [m.model_dump() for m in request.messages],
+            "temperature": request.sampling.temperature,
+            "max_tokens": request.sampling.max_tokens,
+            "seed": request.seed,
+        }
+        if request.sampling.top_p is not None:
+            body["top_p"] = request.sampling.top_p
+        if self._config.structured_output in ("auto", "json_schema"):
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "verdict", "schema": request.form.json_schema(), "strict": True}}
+        elif self._config.structured_output == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        if self._logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = 10
+        return body
+
+
+def _label_probs(logprobs: Any, form: VerdictForm) -> dict[str, dict[str, float]]:
+    """At each `"score": "` slot of the generated JSON, the distribution over that field's labels."""
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
+        return {}
+    labels = {f.id: f.labels for f in form.fields}
+    text = ""
+    out: dict[str, dict[str, float]] = {}
+    for entry in logprobs["content"]:
+        slot = _SCORE_SLOT.search(text)
+        field = _FIELD_OPEN.search(text)
+        if slot and field and field.group(1) in labels and field.group(1) not in out:
+            wanted = labels[field.group(1)]
+            mass: dict[str, float] = {}
+            for alt in entry.get("top_logprobs") or []:
+                label = _label_of(str(alt.get("token", "")), wanted)
+                if label is not None:
+                    mass[label] = mass.get(label, 0.0) + math.exp(float(alt.get("logprob", -1e9)))
+            total = sum(mass.values())
+            if total > 0:
+                out[field.group(1)] = {label: mass.get(label, 0.0) / total for label in wanted}
+        text += str(entry.get("token", ""))
+    return out
+
+
+def _label_of(token: str, labels: tuple[str, ...]) -> str | None:
+    """The label a token spells, allowing a leading quote/space and trailing punctuation (`"pass"},`)."""
+    text = token.strip().lstrip('"')
+    for label in labels:
+        if text.startswith(label) and (len(text) == len(label) or not text[len(label)].isalnum()):
+            return label
+    return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+

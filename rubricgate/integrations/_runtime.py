@@ -9,6 +9,7 @@ coroutine to that loop: sync callers block on the result, async callers await a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -63,7 +64,9 @@ def with_gateway(config: GatewayConfig, use: Callable[[Gateway], Awaitable[T]]) 
     """A coroutine (to run on the loop thread) that applies `use` to the shared gateway for `config`."""
 
     async def run() -> T:
-        key = config.model_dump_json()
+        secret = config.backend.api_key.get_secret_value() if config.backend.api_key else ""
+        # model_dump_json masks secrets, so two keys would share a gateway without the digest
+        key = config.model_dump_json() + hashlib.sha256(secret.encode()).hexdigest()
         gateway = _gateways.get(key)
         if gateway is None:
             gateway = _gateways[key] = Gateway.open(config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -49,6 +50,17 @@ class LoopThread:
 _lock = threading.Lock()
 _loop: LoopThread | None = None
 _gateways: dict[str, Gateway] = {}
+
+
+def _forget_after_fork() -> None:
+    """A forked child inherits the loop object but not its thread: start afresh there."""
+    global _lock, _loop
+    _lock = threading.Lock()
+    _loop = None
+    _gateways.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def loop_thread() -> LoopThread:

@@ -8,7 +8,6 @@ every error is JSON with a message, and a Bearer key is checked when one is conf
 from __future__ import annotations
 
 import json
-import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,9 +49,10 @@ class ServerSettings(BaseModel):
     max_items: int = Field(default=1024, ge=1)
     """Most items (or OpenRLHF queries) in one request."""
     max_votes: int = Field(default=16, ge=1)
-    unscorable_reward: Literal["batch_mean", "nan"] | float = "batch_mean"
-    """What `/get_reward` returns for an unscorable sample (it needs a number): the mean of the
-    request's scored samples (neutral for advantages), NaN, or a fixed value; always flagged in
+    unscorable_reward: Literal["batch_mean"] | float = "batch_mean"
+    """What `/get_reward` returns for an unscorable sample: OpenRLHF turns every reward into a
+    tensor (a null crashes it, a NaN would poison the advantages), so it gets a number: the mean
+    of the request's scored samples (neutral for advantages) or a fixed value, always flagged in
     `extra_logs["unscorable"]`."""
     batch_window_s: float = Field(default=0.005, ge=0)
 
@@ -291,12 +291,10 @@ def _principle_rubric(principle: str) -> Rubric:
     }, "label principle")
 
 
-def _openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean", "nan"] | float) -> OpenRLHFResponse:
+def _openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean"] | float) -> OpenRLHFResponse:
     scored = [r.reward for r in results if r.reward is not None]
     if unscorable == "batch_mean":
         fallback = sum(scored) / len(scored) if scored else 0.5
-    elif unscorable == "nan":
-        fallback = math.nan
     else:
         fallback = float(unscorable)
     rewards = [r.reward if r.reward is not None else fallback for r in results]

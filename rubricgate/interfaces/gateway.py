@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,7 @@ from rubricgate.models.judging import SamplingParams
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.scorer import RubricScorer
+from rubricgate.scoring.shaped import ShapedScorer, combine_rubrics
 
 
 class GatewayConfig(BaseModel):
@@ -52,8 +54,11 @@ class Gateway:
         self.retrying = RetryingBackend(LimitedBackend(backend, config.scoring.concurrency), config.retry)
         self.cached = CachedBackend(self.retrying, store) if store is not None else None
         self.backend: JudgeBackend = self.cached or self.retrying
-        self.scorer = RubricScorer(self.backend, config.scoring, config.sampling, load_template(config.template))
+        self.scorer = self._scorer(self.backend)
         self._rubrics: dict[str, Rubric] = {}
+        self._extra_judges: dict[str, JudgeBackend] = {}
+        self._extra_scorers: dict[str, RubricScorer] = {}
+        self._shaped = ShapedScorer(self.scorer_for, config.judge)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> Gateway:
@@ -80,17 +85,71 @@ class Gateway:
             self._rubrics[name_or_rubric] = resolve_rubric(name_or_rubric, self.config.rubric_dirs)
         return self._rubrics[name_or_rubric]
 
+    def scorer_for(self, judge: str) -> RubricScorer:
+        """The scorer for a judge spec: the run's own, or another judge a rubric's ensemble names
+        (opened on first use with the run's backend settings, sharing the cache)."""
+        if judge == self.config.judge:
+            return self.scorer
+        if judge not in self._extra_scorers:
+            backend = get_backend(judge, self.config.backend)
+            self._extra_judges[judge] = backend
+            stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, self.config.scoring.concurrency),
+                                                  self.config.retry)
+            if self.store is not None:
+                stack = CachedBackend(stack, self.store)
+            self._extra_scorers[judge] = self._scorer(stack)
+        return self._extra_scorers[judge]
+
     async def score(self, items: Sequence[Item], rubric: str | Rubric | None = None,
                     on_result: Callable[[int, RewardResult], None] | None = None,
                     votes: int | None = None) -> list[RewardResult]:
         """Score a batch in input order; an item's own `rubric` field overrides `rubric`,
-        and `votes` overrides the configured vote count for this batch."""
+        and `votes` overrides the configured vote count for this batch. Rubrics with a
+        `reward:` spec go through shaping (ensembles, gates, metrics, transforms)."""
         pairs = []
         for index, item in enumerate(items):
             chosen = item.rubric or rubric
             if chosen is None:
                 raise UsageError(f"item {item.id or index + 1} names no rubric: pass --rubric or set 'rubric'")
             pairs.append((self.rubric(chosen), item))
+        results: list[RewardResult | None] = [None] * len(pairs)
+        plain = [i for i, (rub, _) in enumerate(pairs) if rub.reward is None]
+        shaped: dict[str, list[int]] = {}
+        for i, (rub, _) in enumerate(pairs):
+            if rub.reward is not None:
+                shaped.setdefault(rub.ref, []).append(i)
+
+        def report(index: int, result: RewardResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        if plain:
+            await self._score_plain([pairs[i] for i in plain], votes, lambda k, result: report(plain[k], result))
+        for indices in shaped.values():
+            rub = pairs[indices[0]][0]
+            for index, result in zip(indices, await self._shaped.score_many(rub, [pairs[i][1] for i in indices], votes),
+                                     strict=True):
+                report(index, result)
+        return [r for r in results if r is not None]
+
+    async def score_combined(self, items: Sequence[Item], rubrics: Sequence[str | Rubric],
+                             how: Literal["and", "weighted"] = "and", weights: Sequence[float] | None = None,
+                             votes: int | None = None) -> list[RewardResult]:
+        """Score every item against several rubrics and combine them (`and` or weighted mean)."""
+        resolved = [self.rubric(r) for r in rubrics]
+        per_rubric = [await self.score(items, rub, votes=votes) for rub in resolved]
+        return combine_rubrics(per_rubric, resolved, how, weights)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        for backend in self._extra_judges.values():
+            await backend.aclose()
+        if self.store is not None:
+            self.store.close()
+
+    async def _score_plain(self, pairs: list[tuple[Rubric, Item]], votes: int | None,
+                           on_result: Callable[[int, RewardResult], None]) -> list[RewardResult]:
         requests = [self.scorer.requests_for(rub, item, votes) for rub, item in pairs]  # rendered once per item
         if self.cached is not None:
             await self.cached.prefetch([r for item_requests in requests for r in item_requests])
@@ -100,7 +159,5 @@ class Gateway:
             if self.cached is not None:
                 self.cached.forget_prefetched()
 
-    async def aclose(self) -> None:
-        await self.backend.aclose()
-        if self.store is not None:
-            self.store.close()
+    def _scorer(self, backend: JudgeBackend) -> RubricScorer:
+        return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template))

@@ -81,3 +81,6 @@ class RewardResult(BaseModel):
     """Judge tokens behind this reward, cached votes included."""
     latency_ms: float = 0.0
     """Wall time to produce this reward in this run."""
+    components: dict[str, float | None] = Field(default_factory=dict)
+    """Each shaping step's value (per judge, ensemble, gate, reference metric, length penalty,
+    transform, per rubric), so a user sees why the reward is what it is; empty when unshaped."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -99,16 +99,89 @@ class NoPlaceholders(_Check):
     type: Literal["no_placeholders"]
 
 
+class MinSentences(_Check):
+    """At least `value` sentences."""
+
+    type: Literal["min_sentences"]
+    value: int = Field(ge=1)
+
+
+class Paragraphs(_Check):
+    """Paragraph count (blocks separated by blank lines, or by `separator`) within bounds."""
+
+    type: Literal["paragraphs"]
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=1)
+    separator: str | None = None
+    """E.g. `***` (IFEval's divider); default: one or more blank lines."""
+
+
+class StartsWith(_Check):
+    """The response starts with `value` (after leading whitespace)."""
+
+    type: Literal["starts_with"]
+    value: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+class EndsWith(_Check):
+    """The response ends with `value` (before trailing whitespace), e.g. a closing phrase."""
+
+    type: Literal["ends_with"]
+    value: str = Field(min_length=1)
+    ignore_case: bool = False
+
+
+class Case(_Check):
+    """Every letter is lower case, or upper case."""
+
+    type: Literal["case"]
+    value: Literal["lower", "upper"]
+
+
+class Language(_Check):
+    """The response is written in `value` (ISO 639-1 code, detected offline by langdetect)."""
+
+    type: Literal["language"]
+    value: str = Field(pattern=r"^[a-z]{2}(-[a-z]{2})?$")
+
+
+class JsonSchema(_Check):
+    """The response (or its single fenced code block) is JSON valid against `value`."""
+
+    type: Literal["json_schema"]
+    value: dict[str, Any]
+
+
+class RequiredSections(_Check):
+    """Each listed section heading appears (as a Markdown heading or a line starting with it)."""
+
+    type: Literal["required_sections"]
+    value: list[str] = Field(min_length=1)
+
+
+class IfEval(_Check):
+    """One IFEval instruction (e.g. `punctuation:no_comma` with its kwargs), checked strictly."""
+
+    type: Literal["ifeval"]
+    instruction: str = Field(pattern=r"^[a-z_]+:[a-z_]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    """The original prompt, for instructions that need it (`combination:repeat_prompt`)."""
+
+
 Check = Annotated[
-    MaxWords | MinWords | MaxChars | MaxSentences | Regex | NotRegex | ContainsAll
-    | ContainsNone | JsonValid | CodeBlock | NoPlaceholders,
+    MaxWords | MinWords | MaxChars | MaxSentences | MinSentences | Paragraphs | Regex | NotRegex
+    | ContainsAll | ContainsNone | StartsWith | EndsWith | Case | Language | JsonValid | JsonSchema
+    | RequiredSections | CodeBlock | NoPlaceholders | IfEval,
     Field(discriminator="type"),
 ]
 """A deterministic test of a hard rule that runs without any judge."""
 
 CHECK_TYPES: tuple[str, ...] = (
-    "max_words", "min_words", "max_chars", "max_sentences", "regex", "not_regex",
-    "contains_all", "contains_none", "json", "code_block", "no_placeholders",
+    "max_words", "min_words", "max_chars", "max_sentences", "min_sentences", "paragraphs", "regex",
+    "not_regex", "contains_all", "contains_none", "starts_with", "ends_with", "case", "language", "json",
+    "json_schema", "required_sections", "code_block", "no_placeholders", "ifeval",
 )
 
 
@@ -157,6 +230,54 @@ class Scale(BaseModel):
         return (score - 1) / (self.points - 1)
 
 
+class LengthPenalty(BaseModel):
+    """Subtract up to `weight` as the response runs past `target_words` (linear, capped at 2x)."""
+
+    model_config = _FILE
+
+    target_words: int = Field(ge=1)
+    weight: float = Field(default=0.1, ge=0, le=1)
+
+
+class ReferenceMetric(BaseModel):
+    """Blend a reference-based metric into the reward when an item carries `reference`."""
+
+    model_config = _FILE
+
+    kind: Literal["chrf", "bleu"] = "chrf"
+    weight: float = Field(default=0.2, ge=0, le=1)
+    """reward = (1 - weight) * judged + weight * metric, metric in [0, 1]."""
+
+
+class RewardSpec(BaseModel):
+    """How the final reward is formed from judges, checks, references and transforms.
+
+    Order: ensemble over judges -> hard-rule gate -> reference metric blend -> length penalty
+    -> transform. Each step's value is reported in `RewardResult.components`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    judges: list[str] = Field(default_factory=list)
+    """Judge specs to ensemble; empty means the run's judge."""
+    ensemble: Literal["mean", "median", "min", "mean_minus_std"] = "mean"
+    lambda_: float = Field(default=1.0, ge=0, alias="lambda")
+    """λ of `mean_minus_std` (penalises judge disagreement)."""
+    drop_unscorable: bool = False
+    """Ensemble over the judges that answered instead of making the reward null when one fails."""
+    gate: Literal["none", "hard_rules"] = "none"
+    gate_cap: float = Field(default=0.0, ge=0, le=1)
+    """With `gate: hard_rules`, a failed hard rule caps the reward here."""
+    reference_metric: ReferenceMetric | None = None
+    length_penalty: LengthPenalty | None = None
+    transform: Literal["none", "log_sigmoid", "zscore"] = "none"
+    """`log_sigmoid`: log σ(scale·(r − reference)), ≤ 0, sums act as AND; `zscore`: over the batch."""
+    reference: float | Literal["reference_response"] = 0.5
+    """log_sigmoid's reference: a fixed value, or the score of the item's reference answer."""
+    scale: float = Field(default=10.0, gt=0)
+    """log_sigmoid's sharpness: rewards live in [0, 1], so differences are scaled up."""
+
+
 class Rubric(BaseModel):
     """A named set of criteria; `version` is derived from the content, never written by hand."""
 
@@ -170,6 +291,8 @@ class Rubric(BaseModel):
     """The natural-language source the criteria came from, kept for provenance."""
     criteria: list[Criterion] = Field(min_length=1)
     scale: Scale = Field(default_factory=Scale)
+    reward: RewardSpec | None = None
+    """How the final reward is formed; None: the weighted mean of criteria, as it is."""
     metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     """Free-form provenance (author, source, generator); not part of the version."""
 
@@ -184,8 +307,17 @@ class Rubric(BaseModel):
 
     @cached_property
     def version(self) -> str:
-        """First 12 hex digits of sha256 over the canonical JSON of every judged field."""
-        content = self.model_dump(mode="json", by_alias=True, exclude={"metadata"})
+        """First 12 hex digits of sha256 over everything but metadata (reward spec included)."""
+        return self._digest(exclude={"metadata"} | ({"reward"} if self.reward is None else set()))
+
+    @cached_property
+    def judged_version(self) -> str:
+        """Like `version`, without the reward spec: what the judge sees. Cache keys use it, so
+        tuning how rewards are shaped reuses every stored judgment."""
+        return self._digest(exclude={"metadata", "reward"})
+
+    def _digest(self, exclude: set[str]) -> str:
+        content = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -6,9 +6,11 @@ import json
 import re
 from functools import singledispatch
 
+from rubricgate.errors import UsageError
 from rubricgate.models.rubric import (
-    Check, CodeBlock, ContainsAll, ContainsNone, JsonValid, MaxChars, MaxSentences, MaxWords,
-    MinWords, NoPlaceholders, NotRegex, Regex,
+    Case, Check, CodeBlock, ContainsAll, ContainsNone, EndsWith, IfEval, JsonSchema, JsonValid, Language,
+    MaxChars, MaxSentences, MaxWords, MinSentences, MinWords, NoPlaceholders, NotRegex, Paragraphs, Regex,
+    RequiredSections, StartsWith,
 )
 
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
@@ -27,6 +29,16 @@ def run_check(check: Check, response: str) -> tuple[bool, str]:
 
 def word_count(text: str) -> int:
     return len(text.split())
+
+
+def sentence_count(text: str) -> int:
+    """Sentences, split after . ! ? followed by whitespace or the end (no NLTK data needed)."""
+    return len([s for s in _SENTENCE_END.split(text.strip()) if s.strip()])
+
+
+def _json_text(response: str) -> str:
+    blocks = _CODE_BLOCK.findall(response)
+    return blocks[0][1] if len(blocks) == 1 else response
 
 
 @singledispatch
@@ -53,8 +65,85 @@ def _(check: MaxChars, response: str) -> tuple[bool, str]:
 
 @_run.register
 def _(check: MaxSentences, response: str) -> tuple[bool, str]:
-    n = len([s for s in _SENTENCE_END.split(response.strip()) if s.strip()])
+    n = sentence_count(response)
     return n <= check.value, f"{n} sentences (max {check.value})"
+
+
+@_run.register
+def _(check: MinSentences, response: str) -> tuple[bool, str]:
+    n = sentence_count(response)
+    return n >= check.value, f"{n} sentences (min {check.value})"
+
+
+@_run.register
+def _(check: Paragraphs, response: str) -> tuple[bool, str]:
+    parts = response.split(check.separator) if check.separator else re.split(r"\n\s*\n", response)
+    n = len([p for p in parts if p.strip()])
+    ok = (check.min is None or n >= check.min) and (check.max is None or n <= check.max)
+    return ok, f"{n} paragraphs (min {check.min}, max {check.max})"
+
+
+@_run.register
+def _(check: StartsWith, response: str) -> tuple[bool, str]:
+    text, want = response.lstrip(), check.value
+    ok = text.lower().startswith(want.lower()) if check.ignore_case else text.startswith(want)
+    return ok, f"starts with {text[:len(want) + 10]!r}"
+
+
+@_run.register
+def _(check: EndsWith, response: str) -> tuple[bool, str]:
+    text, want = response.rstrip(), check.value
+    ok = text.lower().endswith(want.lower()) if check.ignore_case else text.endswith(want)
+    return ok, f"ends with {text[-len(want) - 10:]!r}"
+
+
+@_run.register
+def _(check: Case, response: str) -> tuple[bool, str]:
+    ok = response == (response.lower() if check.value == "lower" else response.upper())
+    return ok, f"all {check.value} case" if ok else f"not all {check.value} case"
+
+
+@_run.register
+def _(check: Language, response: str) -> tuple[bool, str]:
+    try:
+        import langdetect
+    except ImportError as exc:
+        raise UsageError("check 'language' needs: pip install 'rubricgate[checks]'") from exc
+    langdetect.DetectorFactory.seed = 0  # langdetect samples; a fixed seed keeps checks repeatable
+    try:
+        found = str(langdetect.detect(response))
+    except langdetect.LangDetectException:
+        return False, "no language detected"
+    return found.split("-")[0] == check.value.split("-")[0], f"language {found} (want {check.value})"
+
+
+@_run.register
+def _(check: JsonSchema, response: str) -> tuple[bool, str]:
+    import jsonschema
+
+    try:
+        value = json.loads(_json_text(response))
+    except json.JSONDecodeError as exc:
+        return False, f"not valid JSON: {exc.msg} at line {exc.lineno}"
+    errors = sorted(jsonschema.Draft202012Validator(check.value).iter_errors(value), key=str)
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
+        return False, f"JSON does not match the schema at {where}: {errors[0].message[:120]}"
+    return True, "JSON matches the schema"
+
+
+@_run.register
+def _(check: RequiredSections, response: str) -> tuple[bool, str]:
+    lines = [line.strip().lstrip("#").strip().lower() for line in response.splitlines()]
+    missing = [s for s in check.value if not any(line.startswith(s.lower()) for line in lines)]
+    return not missing, f"missing sections: {missing}" if missing else "all sections present"
+
+
+@_run.register
+def _(check: IfEval, response: str) -> tuple[bool, str]:
+    from rubricgate.scoring.ifeval import check_ifeval
+
+    return check_ifeval(check.instruction, check.kwargs, response, check.prompt)
 
 
 @_run.register
@@ -85,10 +174,8 @@ def _(check: ContainsNone, response: str) -> tuple[bool, str]:
 
 @_run.register
 def _(check: JsonValid, response: str) -> tuple[bool, str]:
-    blocks = _CODE_BLOCK.findall(response)
-    text = blocks[0][1] if len(blocks) == 1 else response
     try:
-        json.loads(text)
+        json.loads(_json_text(response))
     except json.JSONDecodeError as exc:
         return False, f"not valid JSON: {exc.msg} at line {exc.lineno}"
     return True, "valid JSON"

@@ -58,7 +58,8 @@ class RubricScorer:
         messages = render_messages(self._template, rubric, item, form)
         return [
             JudgeRequest(messages=messages, form=form, sampling=self._sampling, sample_index=k,
-                         template_version=self._template.version, rubric_ref=rubric.ref)
+                         template_version=self._template.version,
+                         rubric_ref=f"{rubric.id}@{rubric.judged_version}")
             for k in range(votes or self._config.votes)
         ]
 

@@ -82,6 +82,8 @@ class RewardRequest(BaseModel):
     rubric: str | dict[str, Any] | None = None
     items: list[ItemIn] = Field(min_length=1)
     votes: int | None = Field(default=None, ge=1)
+    reward: dict[str, Any] | None = None
+    """Overrides fields of the rubric's `reward:` spec for this request (e.g. a length penalty)."""
 
 
 class RewardResponse(BaseModel):
@@ -241,7 +243,10 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
             raise _too_many(len(body.items), settings.max_items)
         if body.votes is not None and body.votes > settings.max_votes:
             raise UsageError(f"votes={body.votes} is over this server's limit of {settings.max_votes}")
-        results = await batcher.score(rubric_for(body.rubric), [i.to_item() for i in body.items], body.votes)
+        rubric = rubric_for(body.rubric)
+        if body.reward:
+            rubric = with_reward_override(rubric, body.reward)
+        results = await batcher.score(rubric, [i.to_item() for i in body.items], body.votes)
         metrics.observe(results)
         return RewardResponse(results=results)
 
@@ -274,6 +279,13 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         return _openrlhf_response(done, settings.unscorable_reward)
 
     return app
+
+
+def with_reward_override(rubric: Rubric, override: dict[str, Any]) -> Rubric:
+    """The rubric with `override` merged into its reward spec (validated like a rubric file)."""
+    data = rubric.model_dump(mode="json", by_alias=True)
+    data["reward"] = {**(data.get("reward") or {}), **override}
+    return parse_rubric(data, "request.reward")
 
 
 def _too_many(count: int, limit: int) -> StarletteHTTPException:

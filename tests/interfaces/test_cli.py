@@ -130,3 +130,16 @@ def test_judges_check_reports_validity_and_ranking() -> None:
     assert code == 0 and "valid verdicts" in out
     code, out, err = run("judges", "check", "fake:garbage")
     assert code == 1 and "could not score" in err
+
+
+def test_several_rubrics_combine_as_a_conjunction(tmp_path: Path) -> None:
+    code, out, err = run("score", "--judge", "fake:best", "--cache", "none", "--rubric", "concise-writing",
+                         "--rubric", "factual-qa", "--combine", "and", "--prompt", "Capital of France?",
+                         "--response", "Paris.", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result["components"]) == {"rubric:concise-writing", "rubric:factual-qa"}
+    assert result["rubric"].startswith("concise-writing@") and "+factual-qa@" in result["rubric"]
+    code, _, err = run("score", "--judge", "fake:best", "--cache", "none", "--rubric", "factual-qa",
+                       "--combine", "or", "--prompt", "q", "--response", "r")
+    assert code == 2 and "--combine must be" in err

@@ -234,3 +234,13 @@ def test_unscorable_reward_policies() -> None:
     assert _openrlhf_response(results, "batch_mean").rewards == pytest.approx([0.2, 0.4, 0.6])
     assert _openrlhf_response(results, -1.0).rewards[1] == -1.0
     assert json.dumps(_openrlhf_response(results, "batch_mean").extra_logs["unscorable"]) == "[0.0, 1.0, 0.0]"
+
+
+def test_reward_spec_can_be_overridden_per_request(server: AppServer, judge: ScriptedJudgeServer) -> None:
+    judge.set_script(judged_by_response)
+    item = {"prompt": "Capital of France?", "response": "Paris " * 20}
+    body = {"items": [item], "reward": {"length_penalty": {"target_words": 10, "weight": 0.3}}}
+    [shaped] = httpx.post(f"{server.url}/v1/reward", json=body, timeout=30).json()["results"]
+    assert shaped["components"]["length_penalty"] == -0.3 and shaped["reward"] == 0.7
+    bad = httpx.post(f"{server.url}/v1/reward", json={"items": [item], "reward": {"ensemble": "avg"}}, timeout=30)
+    assert bad.status_code == 400 and "reward.ensemble" in bad.json()["message"]

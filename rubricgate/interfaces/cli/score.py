@@ -7,7 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from pydantic import SecretStr
@@ -28,7 +28,9 @@ from rubricgate.models.reward import Item, RewardResult
 
 
 def score(
-    rubric: Annotated[Optional[str], typer.Option("--rubric", "-r", help="Rubric id or file path.")] = None,
+    rubric: Annotated[Optional[list[str]], typer.Option("--rubric", "-r", help="Rubric id or file path; repeat to combine rubrics.")] = None,
+    combine: Annotated[str, typer.Option(help="How several --rubric combine: 'and' (sum of log-sigmoids: high only if all pass) or 'weighted' (mean).")] = "and",
+    rubric_weight: Annotated[Optional[list[float]], typer.Option(help="Weights for --combine weighted, one per --rubric.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="JSONL with prompt, response[, id, reference, rubric]; '-' reads stdin.")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Score one item: its prompt.")] = None,
     response: Annotated[Optional[str], typer.Option(help="Score one item: its response.")] = None,
@@ -60,7 +62,11 @@ def score(
             rubric_dirs=rubric_dirs_from(rubric_dir),
         )
         started = time.perf_counter()
-        results, counters = asyncio.run(_run(config, items, rubric))
+        if combine not in ("and", "weighted"):
+            raise UsageError(f"--combine must be 'and' or 'weighted', got {combine!r}")
+        if rubric_weight and len(rubric_weight) != len(rubric or []):
+            raise UsageError(f"--rubric-weight given {len(rubric_weight)} times for {len(rubric or [])} --rubric")
+        results, counters = asyncio.run(_run(config, items, rubric or [], combine, rubric_weight))
         wall_s = time.perf_counter() - started
         if output is not None:
             _write_jsonl(output, results)
@@ -77,13 +83,19 @@ def score(
         raise typer.Exit(EXIT_UNSCORABLE if unscorable else EXIT_OK)
 
 
-async def _run(config: GatewayConfig, items: list[Item],
-               rubric: str | None) -> tuple[list[RewardResult], CacheCounters | None]:
+async def _run(config: GatewayConfig, items: list[Item], rubrics: list[str], combine: str,
+               weights: list[float] | None) -> tuple[list[RewardResult], CacheCounters | None]:
     async with Gateway.open(config) as gateway:
         with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
             task = progress.add_task("score", total=len(items))
-            results = await gateway.score(items, rubric, on_result=lambda *_: progress.advance(task))
+            if len(rubrics) > 1:
+                how: Literal["and", "weighted"] = "and" if combine == "and" else "weighted"
+                results = await gateway.score_combined(items, rubrics, how, weights)
+                progress.update(task, completed=len(items))
+            else:
+                results = await gateway.score(items, rubrics[0] if rubrics else None,
+                                              on_result=lambda *_: progress.advance(task))
         return results, gateway.cached.counters if gateway.cached else None
 
 

@@ -43,8 +43,8 @@ echo "== 1/4 virtualenv $venv"
 "$python" -m venv "$venv"
 venv=$(cd "$venv" && pwd)
 
-echo "== 2/4 pip install ${src}[llamacpp] (CMAKE_ARGS=$CMAKE_ARGS)"
-"$venv/bin/python" -m pip install --disable-pip-version-check --no-input "${src}[llamacpp]"
+echo "== 2/4 pip install ${src}[llamacpp,checks] (CMAKE_ARGS=$CMAKE_ARGS)"
+"$venv/bin/python" -m pip install --disable-pip-version-check --no-input "${src}[llamacpp,checks]"
 
 echo "== 3/4 bake the embedded judge model into ${RUBRICGATE_MODEL_DIR:-the user cache dir}"
 "$venv/bin/python" - <<'PY'

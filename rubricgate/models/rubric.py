@@ -161,10 +161,11 @@ class RequiredSections(_Check):
 
 
 class IfEval(_Check):
-    """One IFEval instruction (e.g. `punctuation:no_comma` with its kwargs), checked strictly."""
+    """One IFEval or IFBench instruction (e.g. `punctuation:no_comma` with its kwargs), checked strictly."""
 
     type: Literal["ifeval"]
-    instruction: str = Field(pattern=r"^[a-z_]+:[a-z_]+$")
+    benchmark: Literal["ifeval", "ifbench"] = "ifeval"
+    instruction: str = Field(pattern=r"^[a-z_]+:[a-z_0-9]+$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     prompt: str | None = None
     """The original prompt, for instructions that need it (`combination:repeat_prompt`)."""

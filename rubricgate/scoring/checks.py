@@ -143,7 +143,7 @@ def _(check: RequiredSections, response: str) -> tuple[bool, str]:
 def _(check: IfEval, response: str) -> tuple[bool, str]:
     from rubricgate.scoring.ifeval import check_ifeval
 
-    return check_ifeval(check.instruction, check.kwargs, response, check.prompt)
+    return check_ifeval(check.instruction, check.kwargs, response, check.prompt, check.benchmark)
 
 
 @_run.register

@@ -1,15 +1,18 @@
-"""IFEval instructions as deterministic checks, through the maintained `if-verifiable` checkers.
+"""IFEval and IFBench instructions as deterministic checks, through the maintained
+`if-verifiable` checkers.
 
-Two IFEval checkers need NLTK data files that cannot be downloaded offline (sentence splitting
-and word tokenising); those two are implemented here with the same relations and thresholds.
-`if_verifiable.ifbench` is not used: importing it tries to download NLTK data.
+Two IFEval checkers need NLTK data files that are not available offline (sentence splitting,
+word tokenising); those two are implemented here with the same relations and thresholds.
+`if_verifiable.ifbench` tries to download NLTK data when imported; we import it with downloads
+switched off, which leaves 54 of its 58 checkers working (the other four need NLTK corpora or
+taggers and say so).
 """
 
 from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from rubricgate.errors import UsageError
 
@@ -17,16 +20,19 @@ _OWN = {"length_constraints:number_sentences", "change_case:capital_word_frequen
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-def check_ifeval(instruction: str, kwargs: dict[str, Any], response: str, prompt: str | None) -> tuple[bool, str]:
-    """(passed, detail) for one IFEval instruction in strict mode (the response as it is)."""
+def check_ifeval(instruction: str, kwargs: dict[str, Any], response: str, prompt: str | None,
+                 benchmark: Literal["ifeval", "ifbench"] = "ifeval") -> tuple[bool, str]:
+    """(passed, detail) for one IFEval/IFBench instruction in strict mode (the response as it is)."""
     arguments = {k: v for k, v in kwargs.items() if v is not None}
     if not response.strip():
         return False, "empty response"
-    if instruction in _OWN:
+    if benchmark == "ifeval" and instruction in _OWN:
         return _own_check(instruction, arguments, response)
-    registry = _registry()
+    if benchmark == "ifbench" and instruction in NEEDS_NLTK_DATA:
+        raise UsageError(f"IFBench instruction {instruction!r} needs NLTK data that is not available offline")
+    registry = _registry(benchmark)
     if instruction not in registry:
-        raise UsageError(f"unknown IFEval instruction {instruction!r}; known: {', '.join(sorted(registry))}")
+        raise UsageError(f"unknown {benchmark} instruction {instruction!r}; known: {', '.join(sorted(registry))}")
     checker = registry[instruction](instruction)
     try:
         checker.build_description(**arguments)
@@ -38,16 +44,37 @@ def check_ifeval(instruction: str, kwargs: dict[str, Any], response: str, prompt
         passed = bool(checker.check_following(response))
     except TypeError as exc:
         raise UsageError(f"IFEval instruction {instruction!r}: bad kwargs {arguments}: {exc}") from exc
+    except LookupError as exc:  # an NLTK resource this checker needs is missing
+        raise UsageError(f"{benchmark} instruction {instruction!r} needs NLTK data that is not available offline") from exc
     return passed, f"{instruction}: {'followed' if passed else 'not followed'}"
 
 
+NEEDS_NLTK_DATA = frozenset({"words:words_position", "ratio:stop_words", "words:start_verb", "format:title_case"})
+"""IFBench checkers that need NLTK corpora or taggers, which cannot be fetched offline."""
+
+
 @cache
-def _registry() -> dict[str, Any]:
+def _registry(benchmark: Literal["ifeval", "ifbench"]) -> dict[str, Any]:
     try:
-        from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+        import nltk
     except ImportError as exc:
         raise UsageError("check 'ifeval' needs: pip install 'rubricgate[checks]'") from exc
+    download = nltk.download
+    nltk.download = _no_download  # if_verifiable.ifbench fetches NLTK data at import: never at run time
+    try:
+        if benchmark == "ifeval":
+            from if_verifiable.ifeval.instructions_registry import INSTRUCTION_DICT
+        else:
+            from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
+    except ImportError as exc:
+        raise UsageError("check 'ifeval' needs: pip install 'rubricgate[checks]'") from exc
+    finally:
+        nltk.download = download
     return dict(INSTRUCTION_DICT)
+
+
+def _no_download(*_: Any, **__: Any) -> bool:
+    return False
 
 
 def _own_check(instruction: str, kwargs: dict[str, Any], response: str) -> tuple[bool, str]:

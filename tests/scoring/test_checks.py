@@ -82,5 +82,23 @@ def test_sample_covers_most_ifeval_kinds() -> None:
 
 
 def test_unknown_ifeval_instruction_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="unknown IFEval instruction"):
+    with pytest.raises(UsageError, match="unknown ifeval instruction"):
         passes({"type": "ifeval", "instruction": "made_up:thing"}, "text")
+
+
+@pytest.mark.parametrize(
+    ("instruction", "kwargs", "good", "bad"),
+    [
+        ("count:word_count_range", {"min_words": 3, "max_words": 5}, "one two three four", "one two"),
+        ("format:no_whitespace", {}, "nowhitespace", "has whitespace"),
+    ],
+)
+def test_ifbench_instructions_work_offline(instruction: str, kwargs: dict[str, Any], good: str, bad: str) -> None:
+    spec = {"type": "ifeval", "benchmark": "ifbench", "instruction": instruction, "kwargs": kwargs}
+    assert passes(spec, good) and not passes(spec, bad)
+
+
+def test_ifbench_instructions_needing_nltk_data_say_so() -> None:
+    with pytest.raises(UsageError, match="NLTK data"):
+        passes({"type": "ifeval", "benchmark": "ifbench", "instruction": "ratio:stop_words",
+                "kwargs": {"percentage": 50}}, "text")

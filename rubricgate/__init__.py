@@ -3,32 +3,49 @@
 Public API; everything else is private or subject to change.
 """
 
+from rubricgate.authoring import (
+    ConsistencyFilter, RankedPrompt, contrast_rubrics, diff_rubrics, distill_rubrics, generate_rubric, open_writer,
+)
 from rubricgate.cache.cached import CachedBackend
 from rubricgate.cache.store import JudgmentStore
 from rubricgate.errors import (
-    CacheError, JudgeError, JudgeRejected, JudgeUnavailable, RubricGateError, UsageError, VerdictParseError,
+    CacheError, CircuitOpen, JudgeError, JudgeRejected, JudgeUnavailable, RubricGateError, UsageError,
+    VerdictParseError,
 )
+from rubricgate.interfaces.evaluation import evaluate, read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fake import FakeBackend
+from rubricgate.judges.injection import InjectionFinding, detect_injection
 from rubricgate.judges.registry import get_backend
 from rubricgate.judges.retry import RetryingBackend
 from rubricgate.library.rubric_files import load_rubric_file, parse_rubric, resolve_rubric
-from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
+from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
+from rubricgate.models.evaluation import EvalReport, EvalVariant, PreferencePair
 from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, Verdict
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric, Scale
+from rubricgate.scoring.pairwise import PairwiseScorer
 from rubricgate.scoring.scorer import RubricScorer
 
 __all__ = [
     "BackendConfig",
     "CacheError",
     "CachedBackend",
+    "CircuitBreakerBackend",
+    "CircuitOpen",
+    "CircuitPolicy",
+    "ConsistencyFilter",
     "Criterion",
     "CriterionScore",
+    "EvalReport",
+    "EvalVariant",
     "FakeBackend",
+    "FallbackBackend",
     "Gateway",
     "GatewayConfig",
+    "InjectionFinding",
     "Item",
     "JudgeBackend",
     "JudgeError",
@@ -37,6 +54,9 @@ __all__ = [
     "JudgeRequest",
     "JudgeUnavailable",
     "JudgmentStore",
+    "PairwiseScorer",
+    "PreferencePair",
+    "RankedPrompt",
     "RetryPolicy",
     "RetryingBackend",
     "RewardResult",
@@ -49,9 +69,17 @@ __all__ = [
     "UsageError",
     "Verdict",
     "VerdictParseError",
+    "contrast_rubrics",
+    "detect_injection",
+    "diff_rubrics",
+    "distill_rubrics",
+    "evaluate",
+    "generate_rubric",
     "get_backend",
     "load_rubric_file",
+    "open_writer",
     "parse_rubric",
+    "read_pairs",
     "resolve_rubric",
 ]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ RubricGateError
 ├── UsageError          the caller must fix something: bad spec, rubric file, input, missing extra
 ├── JudgeError
 │   ├── JudgeUnavailable   timeout, connection, 429, 5xx: retrying may help
+│   │   └── CircuitOpen    the judge failed too often lately; not called until its cool-down ends
 │   └── JudgeRejected      400/401/404, context too long: retrying will not help
 ├── VerdictParseError   the judge replied, but not in the requested format
 └── CacheError          the cache database could not be read or written
@@ -37,6 +38,11 @@ class JudgeUnavailable(JudgeError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class CircuitOpen(JudgeUnavailable):
+    """The judge's circuit breaker is open: the call was not made. Retrying now will not help
+    (retries skip it); a fallback judge may answer instead."""
 
 
 class JudgeRejected(JudgeError):

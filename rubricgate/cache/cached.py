@@ -67,9 +67,14 @@ class CachedBackend(BackendWrapper):
             return (await asyncio.shield(pending)).model_copy(update={"cached": True})
         task = asyncio.ensure_future(self._lookup_or_judge(key, request))
         self._inflight[key] = task
-        task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        task.add_done_callback(lambda done: self._settled(key, done))
         # Shielded: a caller's deadline must not cancel a judgment others share or that will be cached.
         return await asyncio.shield(task)
+
+    def _settled(self, key: str, task: asyncio.Future[JudgeReply]) -> None:
+        self._inflight.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: callers past their deadline no longer await it, and a failure is not news
 
     async def _lookup_or_judge(self, key: str, request: JudgeRequest) -> JudgeReply:
         if key not in self._looked_up:

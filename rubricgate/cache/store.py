@@ -7,9 +7,11 @@ loses nothing already computed. Blocking database calls run on worker threads.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,8 @@ class JudgmentStore:
         self.url = url
         self._engine = _open_engine(url)
         self._write_lock = threading.Lock()  # one writer per process; SQLite serialises anyway
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_pid = 0
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, JudgeReply]:
         """Replies for the keys present, in batched lookups."""
@@ -70,7 +74,9 @@ class JudgmentStore:
 
     async def put(self, meta: StoredJudgment, reply: JudgeReply) -> None:
         """Commit one reply now; an existing key is left as it is."""
-        await asyncio.to_thread(self._put, meta, reply)
+        # Writes queue on their own thread: were they on the shared default executor, threads
+        # blocked on the write lock would hold every worker and stall reads (batch lookups).
+        await asyncio.get_running_loop().run_in_executor(self._writer_thread(), self._put, meta, reply)
 
     def stats(self) -> dict[str, Any]:
         """Row counts in total, per rubric and per judge, and the database size."""
@@ -103,7 +109,16 @@ class JudgmentStore:
             return int(conn.execute(statement).rowcount or 0)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # every queued put commits before the engine goes
+            self._writer = None
         self._engine.dispose()
+
+    def _writer_thread(self) -> ThreadPoolExecutor:
+        if self._writer is None or self._writer_pid != os.getpid():  # a forked child starts its own
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rubricgate-cache-writer")
+            self._writer_pid = os.getpid()
+        return self._writer
 
     def _get_many(self, keys: list[str]) -> dict[str, JudgeReply]:
         found: dict[str, JudgeReply] = {}
@@ -162,17 +177,22 @@ def _open_engine(url: str) -> Engine:
             except OSError as exc:
                 raise UsageError(f"cannot create the cache folder for {database}: {exc.strerror}") from exc
         event.listen(engine, "connect", _sqlite_pragmas)
-    try:
-        _Base.metadata.create_all(engine)
-    except SQLAlchemyError as exc:
-        raise CacheError(f"cannot open cache {url}: {getattr(exc, 'orig', exc)}") from exc
+    for attempt in range(3):
+        try:
+            _Base.metadata.create_all(engine)
+            break
+        except SQLAlchemyError as exc:
+            # Processes opening a new database together race between "does it exist?" and CREATE:
+            # the loser sees "already exists"; the next pass finds the objects and creates nothing.
+            if attempt == 2:
+                raise CacheError(f"cannot open cache {url}: {getattr(exc, 'orig', exc)}") from exc
     return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     """WAL lets readers and one writer work at once; busy_timeout waits out other writers."""
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL needs a lock other processes may hold
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

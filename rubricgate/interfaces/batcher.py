@@ -3,6 +3,11 @@
 OpenRLHF and other trainers send one sample per request, hundreds at once. Scoring them as
 batches gives one cache lookup per batch instead of one per vote, and lets batch-aware
 engines see many items together. A batch closes when it is full or after `window_s`.
+
+A caller waits at most the item deadline (plus a little): time spent before the scorer's own
+deadline starts (batching, cache lookups, a CPU-starved loop) must not push a reply past it. Items
+still running then are answered `reward: null` with a reason and finish in the background, so
+their judgments are still cached.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ class Batcher:
         self._gateway = gateway
         self._max_items = max_items
         self._window_s = window_s
+        deadline = gateway.config.scoring.deadline_s
+        self._wait_s = deadline * 1.1 + 0.25
+        """How long a caller waits: past the scorer's deadline, so its partial results win the race."""
         self._pending: dict[tuple[str, int | None], tuple[Rubric, _Pending]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -47,7 +55,16 @@ class Batcher:
             futures.append(future)
             if len(entry[1].items) >= self._max_items:
                 self._schedule(key, 0.0)
-        return list(await asyncio.gather(*futures))
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*futures), self._wait_s))
+        except TimeoutError:  # the batch goes on (its flush task is not ours to cancel); answer now
+            return [f.result() if f.done() and not f.cancelled() else self._late(rubric, item)
+                    for f, item in zip(futures, items, strict=True)]
+
+    def _late(self, rubric: Rubric, item: Item) -> RewardResult:
+        return RewardResult(id=item.id, reward=None, rubric=rubric.ref, judge=self._gateway.backend.name, votes=0,
+                            reason=f"DeadlineExceeded: not answered within {self._wait_s:g}s of arrival "
+                                   "(server overloaded); its judgments finish in the background and are cached")
 
     async def drain(self) -> None:
         """Wait for every scheduled batch (graceful shutdown)."""

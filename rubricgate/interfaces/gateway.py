@@ -1,31 +1,41 @@
 """The composition root: judge backend + retries + limits + cache + scorer, opened and closed once.
 
-Stack (outermost first): CachedBackend -> RetryingBackend -> LimitedBackend -> backend, so a
-cache hit skips retries and limits, and a retry's backoff does not hold a concurrency slot.
+Stack (outermost first): CachedBackend -> RetryingBackend -> LimitedBackend -> CircuitBreakerBackend
+-> backend, so a cache hit skips retries and limits, a retry's backoff does not hold a concurrency
+slot, and the breaker sees every attempt. With a fallback judge, FallbackBackend sits on top of two
+such stacks (each judge with its own cache entries).
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from sqlalchemy.engine import make_url
 
 from rubricgate.cache.cached import CachedBackend, CacheCounters
 from rubricgate.cache.store import JudgmentStore
-from rubricgate.errors import UsageError
+from rubricgate.cache.versions import RubricVersionStore
+from rubricgate.errors import CacheError, UsageError
 from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
+from rubricgate.judges.fence import installation_key, key_from_secret, load_or_create_key
 from rubricgate.judges.prompts import DEFAULT_TEMPLATE, load_template
 from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
 from rubricgate.judges.retry import LimitedBackend, RetryingBackend
 from rubricgate.library.rubric_files import resolve_rubric
-from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
+from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
 from rubricgate.models.judging import SamplingParams
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.scorer import RubricScorer
 from rubricgate.scoring.shaped import ShapedScorer, combine_rubrics
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayConfig(BaseModel):
@@ -43,19 +53,45 @@ class GatewayConfig(BaseModel):
     rubric_dirs: tuple[Path, ...] = ()
     """Folders searched for rubric names before the shipped library."""
     template: str = DEFAULT_TEMPLATE
+    fallback_judge: str | None = None
+    """Judge spec that answers a vote when the main judge is unavailable (retries exhausted or its
+    circuit open); results it contributed to are flagged `fallback`."""
+    fallback_backend: BackendConfig | None = None
+    """How to reach the fallback judge. None: no base URL and no key (the main judge's key is never
+    sent to another judge), the main judge's timeout and model dir."""
+    circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
+    fence_secret: SecretStr | None = None
+    """Secret behind the response fence tag. None: a key file beside the SQLite cache
+    (`<cache file>.fence-key`), else in the user cache dir. Replicas sharing a cache share it."""
+    rubric_versions: bool = True
+    """Serve each rubric's current version from the version history in the cache database
+    (refinements, rollbacks; see `cache/versions.py`). Needs the cache."""
+    version_sync_s: float = Field(default=5.0, ge=0)
+    """How often a served rubric re-reads its current version from the database, so a rollback
+    or a refinement made by another process applies within this time (0: on every request)."""
 
 
 class Gateway:
     """Scores items with one judge, through the cache. Use `async with Gateway.open(config)`."""
 
-    def __init__(self, config: GatewayConfig, backend: JudgeBackend, store: JudgmentStore | None) -> None:
+    def __init__(self, config: GatewayConfig, backend: JudgeBackend, store: JudgmentStore | None,
+                 fallback: JudgeBackend | None = None) -> None:
         self.config = config
         self.store = store
-        self.retrying = RetryingBackend(LimitedBackend(backend, config.scoring.concurrency), config.retry)
+        self.fence_key = _fence_key(config)
+        self.breaker = CircuitBreakerBackend(backend, config.circuit) if config.circuit.enabled else None
+        self.retrying = RetryingBackend(LimitedBackend(self.breaker or backend, config.scoring.concurrency),
+                                        config.retry)
         self.cached = CachedBackend(self.retrying, store) if store is not None else None
         self.backend: JudgeBackend = self.cached or self.retrying
+        self.fallback = FallbackBackend(self.backend, self._stack(fallback)) if fallback is not None else None
+        self.backend = self.fallback or self.backend
         self.scorer = self._scorer(self.backend)
         self._rubrics: dict[str, Rubric] = {}
+        self.versions = RubricVersionStore(store.url) if store is not None and config.rubric_versions else None
+        self._served: dict[str, Rubric] = {}
+        """The live version per rubric id; replaced whole by `serve_version` (one assignment)."""
+        self._synced_at: dict[str, float] = {}
         self._extra_judges: dict[str, JudgeBackend] = {}
         self._extra_scorers: dict[str, RubricScorer] = {}
         self._shaped = ShapedScorer(self.scorer_for, config.judge)
@@ -64,8 +100,12 @@ class Gateway:
     def open(cls, config: GatewayConfig) -> Gateway:
         """Build the stack; raises UsageError for a bad judge spec, rubric dir or cache URL."""
         backend = get_backend(config.judge, config.backend)
+        fallback = None
+        if config.fallback_judge:
+            fallback = get_backend(config.fallback_judge, config.fallback_backend or BackendConfig(
+                timeout_s=config.backend.timeout_s, model_dir=config.backend.model_dir))
         store = JudgmentStore(config.cache_url) if config.cache_url else None
-        return cls(config, backend, store)
+        return cls(config, backend, store, fallback)
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -78,12 +118,46 @@ class Gateway:
         return self.cached.counters if self.cached else CacheCounters()
 
     def rubric(self, name_or_rubric: str | Rubric) -> Rubric:
-        """Resolve a rubric by name or path once; a Rubric passes through."""
+        """The live version of a rubric named by id or path (the file is read once); a Rubric
+        passes through. The live version is the file's, unless the version history says otherwise
+        or `serve_version` swapped another in."""
         if isinstance(name_or_rubric, Rubric):
             return name_or_rubric
         if name_or_rubric not in self._rubrics:
             self._rubrics[name_or_rubric] = resolve_rubric(name_or_rubric, self.config.rubric_dirs)
-        return self._rubrics[name_or_rubric]
+        loaded = self._rubrics[name_or_rubric]
+        if self.versions is not None:
+            now = time.monotonic()
+            if now - self._synced_at.get(loaded.id, -1e18) >= self.config.version_sync_s:
+                self._synced_at[loaded.id] = now
+                try:
+                    stored = self.versions.served(loaded)
+                except CacheError as exc:  # keep serving what we have; the next sync retries
+                    logger.warning("cannot read rubric versions: %s", exc)
+                    stored = None
+                if stored is not None:
+                    self._served[loaded.id] = stored
+        return self._served.get(loaded.id, loaded)
+
+    def serve_version(self, rubric: Rubric) -> Rubric | None:
+        """Serve `rubric` for its id from now on; returns the version it replaces (None: the file's).
+
+        The swap is one assignment: a batch scores with the version it resolved when it started,
+        so no result mixes versions, and scoring never waits. Record the version in `versions`
+        first when there is a version store, or the next sync brings the stored one back.
+        """
+        previous = self._served.get(rubric.id)
+        self._served[rubric.id] = rubric
+        self._synced_at[rubric.id] = time.monotonic()
+        return previous
+
+    def live_version(self, rubric_id: str) -> Rubric | None:
+        """The live version of a rubric this gateway resolved by name or path; None for any other
+        id (inline rubrics are not versioned)."""
+        for name, loaded in list(self._rubrics.items()):
+            if loaded.id == rubric_id:
+                return self.rubric(name)
+        return None
 
     def scorer_for(self, judge: str) -> RubricScorer:
         """The scorer for a judge spec: the run's own, or another judge a rubric's ensemble names
@@ -93,11 +167,7 @@ class Gateway:
         if judge not in self._extra_scorers:
             backend = get_backend(judge, self.config.backend)
             self._extra_judges[judge] = backend
-            stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, self.config.scoring.concurrency),
-                                                  self.config.retry)
-            if self.store is not None:
-                stack = CachedBackend(stack, self.store)
-            self._extra_scorers[judge] = self._scorer(stack)
+            self._extra_scorers[judge] = self._scorer(self._stack(backend))
         return self._extra_scorers[judge]
 
     async def score(self, items: Sequence[Item], rubric: str | Rubric | None = None,
@@ -142,6 +212,8 @@ class Gateway:
         return combine_rubrics(per_rubric, resolved, how, weights)
 
     async def aclose(self) -> None:
+        if self.versions is not None:
+            self.versions.close()
         await self.backend.aclose()
         for backend in self._extra_judges.values():
             await backend.aclose()
@@ -160,4 +232,31 @@ class Gateway:
                 self.cached.forget_prefetched()
 
     def _scorer(self, backend: JudgeBackend) -> RubricScorer:
-        return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template))
+        return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template),
+                            fence_key=self.fence_key)
+
+    def _stack(self, backend: JudgeBackend) -> JudgeBackend:
+        """Breaker, limit, retries and cache around another judge (fallback, ensemble members)."""
+        if self.config.circuit.enabled:
+            backend = CircuitBreakerBackend(backend, self.config.circuit)
+        stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, self.config.scoring.concurrency),
+                                              self.config.retry)
+        return CachedBackend(stack, self.store) if self.store is not None else stack
+
+
+def _fence_key(config: GatewayConfig) -> bytes:
+    """The fence key: the configured secret, else the key file beside the SQLite cache (the two
+    travel together, e.g. on a Docker volume), else the installation's key."""
+    if config.fence_secret is not None:
+        return key_from_secret(config.fence_secret.get_secret_value())
+    database = _sqlite_file(config.cache_url)
+    if database is not None:
+        return load_or_create_key(Path(f"{database}.fence-key"))
+    return installation_key()
+
+
+def _sqlite_file(url: str | None) -> str | None:
+    if not url or not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database
+    return database if database and database != ":memory:" else None

@@ -26,12 +26,13 @@ from rubricgate.interfaces.batcher import Batcher
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.metrics import ServerMetrics
 from rubricgate.interfaces.openrlhf import parse_label, prompt_text, response_from_query
+from rubricgate.interfaces.refiner import Refiner, RefineSettings, version_history
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
-_ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward"}
+_ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward", "/v1/rubrics/{id}/versions"}
 OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
 """`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
 
@@ -55,6 +56,8 @@ class ServerSettings(BaseModel):
     of the request's scored samples (neutral for advantages) or a fixed value, always flagged in
     `extra_logs["unscorable"]`."""
     batch_window_s: float = Field(default=0.005, ge=0)
+    refine: RefineSettings | None = None
+    """Online refinement (`serve --refine-every N` / `--refine-on TRIGGER`); None: off."""
 
 
 class ItemIn(BaseModel):
@@ -158,10 +161,19 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
     batcher = Batcher(gateway, max_items=settings.max_items, window_s=settings.batch_window_s)
+    refiner = Refiner(gateway, settings.refine) if settings.refine is not None else None
+
+    async def scored(rubric: Rubric, items: list[Item], votes: int | None = None) -> list[RewardResult]:
+        results = await batcher.score(rubric, items, votes)
+        if refiner is not None:
+            refiner.observe(rubric, items, results)  # bookkeeping only; a refinement runs as its own task
+        return results
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if refiner is not None:
+            await refiner.aclose()
         await batcher.drain()  # uvicorn has stopped accepting; finish what was admitted
         if owns_gateway:
             await gateway.aclose()
@@ -194,6 +206,8 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         started = time.perf_counter()
         response = await call_next(request)
         path = request.url.path if request.url.path in _ROUTES else "other"  # bounded label values
+        if path == "other" and request.url.path.startswith("/v1/rubrics/") and request.url.path.endswith("/versions"):
+            path = "/v1/rubrics/{id}/versions"
         metrics.latency.labels(path).observe(time.perf_counter() - started)
         metrics.requests.labels(path, str(response.status_code)).inc()
         return response
@@ -236,6 +250,15 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
                            "criteria": [c.id for c in rubric.criteria]})
         return {"default": settings.default_rubric, "rubrics": listed}
 
+    @app.get("/v1/rubrics/{rubric_id}/versions", dependencies=[Depends(require_key)])
+    async def rubric_versions(rubric_id: str) -> dict[str, Any]:
+        """A rubric's version history with reasons (refinements, rejections, rollbacks), the
+        version this server serves, and what online refinement is doing."""
+        history = await version_history(gateway, rubric_id, refiner)
+        if history is None:
+            raise StarletteHTTPException(404, f"unknown rubric {rubric_id!r}: not in the library nor in the history")
+        return history
+
     @app.post("/v1/reward", dependencies=[Depends(require_key)], response_model=RewardResponse)
     async def reward(body: RewardRequest) -> RewardResponse:
         """Rewards for a batch, in request order; an unscorable item has `reward: null` and a reason."""
@@ -246,7 +269,7 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         rubric = rubric_for(body.rubric)
         if body.reward:
             rubric = with_reward_override(rubric, body.reward)
-        results = await batcher.score(rubric, [i.to_item() for i in body.items], body.votes)
+        results = await scored(rubric, [i.to_item() for i in body.items], body.votes)
         metrics.observe(results)
         return RewardResponse(results=results)
 
@@ -272,7 +295,7 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
             group[2].append(item)
         results: list[RewardResult | None] = [None] * n
         for rubric, indices, items in groups.values():
-            for index, result in zip(indices, await batcher.score(rubric, items), strict=True):
+            for index, result in zip(indices, await scored(rubric, items), strict=True):
                 results[index] = result
         done = [r for r in results if r is not None]
         metrics.observe(done)

@@ -10,7 +10,7 @@ from rubricgate.models.reward import RewardResult
 
 
 class ServerMetrics:
-    """Requests, latency, judge calls, cache hits, votes, unscorable items, reward distribution."""
+    """Requests, latency, judge calls, cache hits, votes, unscorable items, flags, reward distribution."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -30,6 +30,8 @@ class ServerMetrics:
                                     registry=self.registry)
         self.rewards = Histogram("rubricgate_reward", "Rewards returned", registry=self.registry,
                                  buckets=tuple(i / 10 for i in range(11)))
+        self.flagged = Counter("rubricgate_flagged_items", "Items per flag (injection_suspected, fallback, ...)",
+                               ["flag"], registry=self.registry)
 
     def observe(self, results: Sequence[RewardResult]) -> None:
         for result in results:
@@ -41,6 +43,8 @@ class ServerMetrics:
             if result.judge_calls:
                 self.judge_tokens.labels("prompt").inc(result.tokens.prompt)
                 self.judge_tokens.labels("completion").inc(result.tokens.completion)
+            for flag in result.flags:
+                self.flagged.labels(flag).inc()
             if result.reward is None:
                 self.unscorable.labels(rubric).inc()
             else:

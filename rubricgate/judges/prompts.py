@@ -14,6 +14,7 @@ from functools import cache
 from string import Template
 
 from rubricgate.errors import UsageError
+from rubricgate.judges.fence import fence_tag, installation_key
 from rubricgate.library.resources import shipped_dir
 from rubricgate.models.judging import ChatMessage, FormField, VerdictForm
 from rubricgate.models.reward import Item
@@ -61,10 +62,14 @@ def verdict_form(rubric: Rubric, rationale: bool = True) -> VerdictForm:
 
 
 def render_messages(template: PromptTemplate, rubric: Rubric, item: Item,
-                    form: VerdictForm) -> tuple[ChatMessage, ...]:
-    """System (instructions + rubric) then user (prompt, reference, fenced response)."""
+                    form: VerdictForm, fence_key: bytes | None = None) -> tuple[ChatMessage, ...]:
+    """System (instructions + rubric) then user (prompt, reference, fenced response).
+
+    The fence tag is an HMAC of the response under `fence_key` (default: the installation's key),
+    so the response cannot close its own fence; see `judges/fence.py`.
+    """
     response = response_text(item)
-    fence = hashlib.sha256(response.encode()).hexdigest()[:12]
+    fence = fence_tag(response, fence_key or installation_key())
     judged = {f.id for f in form.fields}
     criteria = "\n".join(_criterion_line(c) for c in rubric.criteria if c.id in judged)
     system = template.system.safe_substitute(

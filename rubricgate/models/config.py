@@ -55,3 +55,25 @@ class ScoringConfig(BaseModel):
     """Use the judge's label probabilities (expected score) when the backend returns them."""
     min_vote_share: float = Field(default=0.5, gt=0, le=1)
     """Share of votes that must parse for the item to be scored."""
+    injection_detection: bool = True
+    """Screen each response with the cheap injection detector (`judges/injection.py`) and flag
+    `injection_suspected` when it imitates a verdict, addresses the grader, claims approval or is a
+    bare one-token master key."""
+    injection_cap: float | None = Field(default=0.0, ge=0, le=1)
+    """Reward ceiling of a flagged item, applied after every shaping step but the transform: a
+    response that talks to its grader earns at most this, whatever the judge was talked into.
+    None flags without capping. Not part of cache keys: changing it reuses every judgment."""
+
+
+class CircuitPolicy(BaseModel):
+    """When to stop calling a judge that keeps failing, and when to try it again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    failure_threshold: int = Field(default=16, ge=1)
+    """Consecutive transient failures (timeouts, 429, 5xx, resets) that open the circuit. At a
+    30 % fault rate, 16 in a row has odds of 0.3**16 ≈ 4e-9 per call, so a flaky judge stays in use."""
+    open_s: float = Field(default=10.0, gt=0)
+    """How long an open circuit fails calls at once (or hands them to the fallback judge) before
+    letting one probe call through; the probe's success closes it."""

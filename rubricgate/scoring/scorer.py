@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 from rubricgate.errors import JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
+from rubricgate.judges.injection import detect_injection
 from rubricgate.judges.parse import is_complete, parse_verdict
-from rubricgate.judges.prompts import PromptTemplate, load_template, render_messages, response_text, verdict_form
+from rubricgate.judges.prompts import (
+    PromptTemplate, load_template, prompt_text, render_messages, response_text, verdict_form,
+)
 from rubricgate.models.config import ScoringConfig
 from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, TokenUsage, Verdict
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
@@ -37,11 +40,14 @@ class RubricScorer:
     """Turns (rubric, item) into a RewardResult through one judge backend."""
 
     def __init__(self, backend: JudgeBackend, config: ScoringConfig | None = None,
-                 sampling: SamplingParams | None = None, template: PromptTemplate | None = None) -> None:
+                 sampling: SamplingParams | None = None, template: PromptTemplate | None = None,
+                 fence_key: bytes | None = None) -> None:
         self._backend = backend
         self._config = config or ScoringConfig()
         self._sampling = sampling or SamplingParams()
         self._template = template or load_template()
+        self._fence_key = fence_key
+        """HMAC key of the response fence tag; None: the installation's key (see judges/fence.py)."""
 
     @property
     def config(self) -> ScoringConfig:
@@ -55,7 +61,7 @@ class RubricScorer:
         form = verdict_form(rubric, rationale=self._backend.prefers_rationale)
         if not form.fields:
             return []
-        messages = render_messages(self._template, rubric, item, form)
+        messages = render_messages(self._template, rubric, item, form, self._fence_key)
         return [
             JudgeRequest(messages=messages, form=form, sampling=self._sampling, sample_index=k,
                          template_version=self._template.version,
@@ -117,13 +123,23 @@ class RubricScorer:
             reason = "no criterion could be scored"
         judged = [(s.agreement, s.weight) for s in ordered if s.source == "judge" and s.agreement is not None]
         replies = [v.reply for v in votes if v.reply is not None]
+        if any(r.backend != self._backend.name for r in replies):
+            flags.add("fallback")  # a fallback judge answered some vote (its replies carry its own name)
+        components: dict[str, float | None] = {}
+        if self._config.injection_detection and detect_injection(
+                response, prompt_text(item), [f.id for f in requests[0].form.fields] if requests else ()):
+            flags.add("injection_suspected")
+            cap = self._config.injection_cap
+            if reward is not None and cap is not None and reward > cap:
+                components["before_injection_cap"] = reward
+                reward = cap
         return RewardResult(
             id=item.id, reward=reward, reason=reason, criteria=ordered, agreement=weighted_mean(judged),
             flags=sorted(flags), cached=bool(requests) and len(replies) == len(requests) and all(r.cached for r in replies),
             rubric=rubric.ref, judge=self._backend.name, votes=len(requests),
             judge_calls=sum(1 for v in votes if not (v.reply and v.reply.cached)),
             tokens=sum((r.usage for r in replies), TokenUsage()),
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=(time.perf_counter() - started) * 1000, components=components,
         )
 
     async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],

@@ -85,6 +85,10 @@ class ShapedScorer:
                                      spec.length_penalty.weight)
             components["length_penalty"] = -penalty
             reward = clip01(reward - penalty)
+        cap = self._scorer_for(judges[0]).config.injection_cap
+        if "injection_suspected" in merged.flags and cap is not None and reward > cap:
+            components["injection_capped"] = cap  # the reference blend must not lift a flagged item back up
+            reward = cap
         final: float | None = reward
         if spec.transform == "log_sigmoid":
             components["before_transform"] = reward

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from rubricgate.interfaces.cli import cache, judges, rubric
+from rubricgate.interfaces.cli import cache, judge, judges, refine, rubric
 from rubricgate.interfaces.cli.common import State
+from rubricgate.interfaces.cli.evaluate import eval_pairs
 from rubricgate.interfaces.cli.score import score
 from rubricgate.interfaces.cli.serve import serve
 
@@ -21,9 +22,14 @@ app = typer.Typer(
 )
 app.command()(score)
 app.command()(serve)
+app.command(name="eval")(eval_pairs)
+app.command()(refine.refine)
 app.add_typer(cache.app, name="cache")
+rubric.app.command("history")(refine.history)  # version history lives with refinement
+rubric.app.command("rollback")(refine.rollback)
 app.add_typer(rubric.app, name="rubric")
 app.add_typer(judges.app, name="judges")
+app.add_typer(judge.app, name="judge")
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""`rubricgate rubric list|show|validate`: manage the rubric library."""
+"""`rubricgate rubric list|show|validate|new|contrast|diff`: manage and author the rubric library."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import yaml
 from rich.table import Table
 
 from rubricgate.errors import RubricGateError
+from rubricgate.interfaces.cli import authoring
 from rubricgate.interfaces.cli.common import err_console, handle_errors, out_console, rubric_dirs_from
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, resolve_rubric
 
-app = typer.Typer(help="List, show and validate rubrics.", no_args_is_help=True)
+app = typer.Typer(help="List, show, validate, author (new, contrast) and compare (diff) rubrics.", no_args_is_help=True)
 DirOption = Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")]
 
 
@@ -53,3 +54,9 @@ def validate(paths: Annotated[list[Path], typer.Argument(help="Rubric files to c
         for path in paths:
             rubric = load_rubric_file(path)
             err_console.print(f"[green]ok[/] {path}: {rubric.ref} ({len(rubric.criteria)} criteria)", highlight=False)
+
+
+# Authoring commands live in their own module; they belong to this sub-app.
+app.command("new")(authoring.new)
+app.command("contrast")(authoring.contrast)
+app.command("diff")(authoring.diff)

@@ -19,6 +19,7 @@ from rubricgate.interfaces.cli.common import (
     EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
     read_items, rubric_dirs_from,
 )
+from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
 from rubricgate.models.config import BackendConfig, ScoringConfig
@@ -39,6 +40,9 @@ def score(
     judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge spec kind:model.")] = DEFAULT_JUDGE,
     judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
     judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
+    fallback_judge: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE", help=FALLBACK_HELP)] = None,
+    fallback_judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible fallback judge.")] = None,
+    fallback_judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the fallback judge's API key.")] = "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
     votes: Annotated[int, typer.Option(min=1, max=64, help="Self-consistency votes per item.")] = 3,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
     concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
@@ -60,6 +64,8 @@ def score(
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),
+            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout,
+                               model_dir_from_env()),
         )
         started = time.perf_counter()
         if combine not in ("and", "weighted"):

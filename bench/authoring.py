@@ -73,7 +73,7 @@ def main() -> None:
     for rubric in (str(generated / "llmbar-distilled.yaml"), "helpfulness", "instruction-following"):
         command = [RUBRICGATE, "eval", str(args.pairs), "--rubric", rubric, "--judge", args.judge, "--limit",
                    str(args.eval), "--seed", "0", "--votes", str(args.votes), "--mode", args.mode, "--cache", cache,
-                   "--json"]
+                   "--deadline", "3600", "--json"]  # a long deadline: a busy 2-core box must not time items out
         result = json.loads(_run(command, ok_codes=(0, 1)))
         [variant] = result["variants"]
         rows.append((Path(rubric).stem, variant["rubric"], variant["accuracy"], variant["ci"], variant["unscorable"],

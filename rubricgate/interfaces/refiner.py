@@ -178,14 +178,15 @@ class Refiner:
     """Background refinement for a running gateway (see the module docstring)."""
 
     def __init__(self, gateway: Gateway, settings: RefineSettings) -> None:
-        if gateway.versions is None:
+        versions = gateway.versions
+        if versions is None:
             raise UsageError("online refinement keeps rubric versions in the cache database: run with a cache "
                              "(not --cache none)")
         if settings.every is None and not settings.triggers:
             raise UsageError("online refinement needs --refine-every N or at least one --refine-on trigger "
                              f"({', '.join(TRIGGERS)})")
         self._gateway = gateway
-        self._versions = gateway.versions
+        self._versions = versions
         self.settings = settings
         self._pairs = read_pairs(settings.pairs_file) if settings.pairs_file is not None else []
         self._probes = load_probes(settings.probe_files, settings.shipped_probes)
@@ -284,7 +285,6 @@ class Refiner:
 
     async def _round(self, rubric: Rubric, window: list[tuple[Item, RewardResult]], trigger: str,
                      started: float) -> RefinementOutcome:
-        assert self._versions is not None
         samples = scored_samples([i for i, _ in window], [r for _, r in window])
         await self._versions.aensure_baseline(rubric, "the version served when online refinement started")
 

@@ -117,8 +117,9 @@ def supervisor(tiny_judge_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 async def score(judge: str, base_url: str, items: list[Item], concurrency: int = 64,
                 on_result: Callable[[int, RewardResult], None] | None = None) -> list[RewardResult]:
-    config = GatewayConfig(judge=judge, backend=BackendConfig(base_url=base_url, timeout_s=60),
-                           scoring=ScoringConfig(votes=3, concurrency=concurrency),
+    # Generous per-call timeout: a busy 2-core CI runner answers 24 concurrent calls slowly.
+    config = GatewayConfig(judge=judge, backend=BackendConfig(base_url=base_url, timeout_s=240),
+                           scoring=ScoringConfig(votes=3, concurrency=concurrency, deadline_s=600),
                            sampling=SamplingParams(temperature=0.0), retry=RetryPolicy(attempts=1), cache_url=None)
     async with Gateway.open(config) as gateway:
         return await gateway.score(items, RUBRIC, on_result=on_result)

@@ -17,7 +17,7 @@ def cache_key(judge: str, request: JudgeRequest) -> str:
     return hashlib.sha256(f"{shared}:{request.sample_index}".encode()).hexdigest()
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)  # entries hold whole rendered prompts (~10 KB): 8192 of them held ~100 MB
 def _prompt_digest(judge: str, messages: tuple[ChatMessage, ...], form: VerdictForm, sampling: SamplingParams,
                    template: str, rubric: str) -> str:
     """The part every vote on one item shares, hashed once (votes and lookups reuse it)."""

@@ -8,12 +8,12 @@ replies), so a variant that only re-aggregates another's votes costs no judge ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -180,8 +180,6 @@ async def evaluate(gateway: Gateway, pairs: Sequence[PreferencePair], rubric: Ru
 
 
 _Run = tuple[list[PairScore], list[RewardResult], str]
-_OnResult = Callable[[int, RewardResult], None]
-_Unit = TypeVar("_Unit", Item, Matchup)
 
 
 async def _pointwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVariant, rubric: Rubric,
@@ -198,15 +196,9 @@ async def _pointwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVaria
         rejected = Item(id=f"{pair.id}/rejected", prompt=pair.prompt, response=pair.rejected)
         items += [chosen, rejected] if first else [rejected, chosen]
 
-    async def judge(chunk: list[Item], report: _OnResult) -> list[RewardResult]:
-        requests = [scorer.requests_for(used, item) for item in chunk]
-        await _prefetch(gateway, requests)
-        try:
-            return await scorer.score_many([(used, item) for item in chunk], report, requests)
-        finally:
-            _forget(gateway)
-
-    results = await _in_chunks(items, judge, variant, config.concurrency, progress)
+    requests = [scorer.requests_for(used, item) for item in items]
+    results = await _in_window(gateway, requests, lambda i: scorer.score(used, items[i], requests[i]),
+                               variant, config.concurrency, progress)
     scores = []
     for i, (pair, first) in enumerate(zip(pairs, chosen_first, strict=True)):
         one, two = results[2 * i], results[2 * i + 1]
@@ -233,15 +225,9 @@ async def _pairwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVarian
                           response_b=pair.chosen)
         matchups += [a_first, b_first] if first else [b_first, a_first]
 
-    async def judge(chunk: list[Matchup], report: _OnResult) -> list[RewardResult]:
-        requests = [scorer.requests_for(used, matchup) for matchup in chunk]
-        await _prefetch(gateway, requests)
-        try:
-            return await scorer.compare_many(used, chunk, report, requests)
-        finally:
-            _forget(gateway)
-
-    results = await _in_chunks(matchups, judge, variant, config.concurrency, progress)
+    requests = [scorer.requests_for(used, matchup) for matchup in matchups]
+    results = await _in_window(gateway, requests, lambda i: scorer.compare(used, matchups[i], requests[i]),
+                               variant, config.concurrency, progress)
     scores = []
     for i, (pair, first) in enumerate(zip(pairs, chosen_first, strict=True)):
         one, two = results[2 * i], results[2 * i + 1]
@@ -252,20 +238,32 @@ async def _pairwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVarian
     return scores, results, scorer.template.version
 
 
-async def _in_chunks(units: list[_Unit], judge: Callable[[list[_Unit], _OnResult], Awaitable[list[RewardResult]]],
-                     variant: EvalVariant, concurrency: int, progress: Progress | None) -> list[RewardResult]:
-    """Judge in chunks of a few concurrency-widths, so no unit waits in a queue long enough to hit
-    the per-item deadline (which starts when its scoring starts), even on a one-at-a-time judge."""
+async def _in_window(gateway: Gateway, requests: list[list[JudgeRequest]],
+                     judge: Callable[[int], Awaitable[RewardResult]], variant: EvalVariant, concurrency: int,
+                     progress: Progress | None) -> list[RewardResult]:
+    """Judge every unit, admitting only as many as the judge's concurrency can serve at once.
 
-    def report(_: int, __: RewardResult) -> None:
+    A unit's deadline starts when its scoring starts, so units must not wait in a long queue
+    first: on a one-at-a-time judge (the embedded model) a whole batch queued at once would run
+    out of time. The window keeps about `concurrency` votes in flight and refills as units finish.
+    """
+    await _prefetch(gateway, requests)
+    window = asyncio.Semaphore(max(1, -(-concurrency // variant.votes)))
+    results: list[RewardResult | None] = [None] * len(requests)
+
+    async def one(index: int) -> None:
+        async with window:
+            results[index] = await judge(index)
         if progress is not None:
             progress(variant, 1)
 
-    size = max(2, 4 * concurrency // variant.votes)
-    results: list[RewardResult] = []
-    for start in range(0, len(units), size):
-        results.extend(await judge(units[start:start + size], report))
-    return results
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index in range(len(requests)):
+                group.create_task(one(index))
+    finally:
+        _forget(gateway)
+    return [r for r in results if r is not None]
 
 
 async def _prefetch(gateway: Gateway, requests: list[list[JudgeRequest]]) -> None:

@@ -32,7 +32,47 @@ InjectionKind = Literal["verdict_imitation", "fake_rubric", "role_tag", "fence_e
                         "approval_claim", "master_key"]
 
 _SCAN_CHARS = 200_000
-_FLAGS = re.IGNORECASE | re.MULTILINE
+_LABEL = "AB12"
+"""Rules run case-sensitively on the lower-cased text, which lets the regex engine use its prefix
+scans (case-insensitive patterns are several times slower). Groups named `l<n>` must be an answer
+label in the original text (`Select B`), not an article (`select a file`)."""
+_NEEDLES: dict[str, tuple[tuple[str, ...], ...]] = {
+    # A rule runs only when, for each group, one of its substrings occurs in the lower-cased text:
+    # most responses contain none, and `in` is a C-speed scan where a regex is not.
+    "json_verdict_key": (("score", "rating", "grade", "verdict", "winner", "label", "judg", "evaluation", "assessment",
+                          "decision", "overall", "result", "points", "marks"), ('"', "'")),
+    "verdict_line": (("score", "rating", "grade", "verdict", "winner", "judg", "evaluation", "assessment"), (":",)),
+    "perfect_marks": (("/", "%"),),
+    "winner_claim": (("winner", "wins", "better", "superior", "correct", "preferred"),
+                     ("winner", "response ", "answer ", "output ", "assistant ", "option ")),
+    "stars": (("★", "⭐"),),
+    "rubric_heading": (("rubric", "criteria"),),
+    "criterion_table": (("|",),),
+    "hard_rule_claim": (("rule", "principle", "criteri"),),
+    "special_token": (("<|", "<<", "turn>"),),
+    "bracket_tag": (("[",),),
+    "role_line": (("system", "evaluator", "grader", "judge", "admin", "developer"), (":",)),
+    "response_marker": (("response",), ("<",)),
+    "end_of_response": (("end of", "start of", "begin of"),),
+    "grader_output": (("evaluator", "grader", "judge", "evaluation", "assessment", "grading", "reviewer"),),
+    "ignore_instructions": (("ignore", "disregard", "forget", "override", "bypass"),),
+    "dear_grader": (("grader", "judge", "evaluator", "reviewer", "assessor", "rater", "annotator", "scorer", "model"),),
+    "grader_should": (("grader", "judge", "evaluator", "assessor", "rater", "annotator", "scorer", "reward model"),),
+    "as_the_grader": (("judge", "grader", "evaluator", "assessor", "rater"),),
+    "select_me": (("select", "choose", "pick", "prefer", "approve"),),
+    "rate_me": (("rate", "grade", "score", "mark", "evaluate", "judge"), ("this", "my")),
+    "give_me_marks": (("give ", "award ", "assign ", "grant "), ("score", "rating", "mark", "point", "grade", "pass", "10",
+                                                                 "full", "top", "perfect", "highest", "star")),
+    "please_grade": (("please",),),
+    "new_criteria": (("new",),),
+    "threat": (("selecting", "choosing", "grading", "scoring", "rating", "failing", "marking"), ("will", "would")),
+    "should_be_rated": (("should", "must", "deserves"),),
+    "self_correct": (("response", "reply", "output", "submission", "draft", "answer"), ("this", "above", "my")),
+    "approved_by": (("approved", "verified", "certified", "fact", "validated", "endorsed", "verification"),),
+    "consensus": (("consensus", "agreed", "unanimous"),),
+    "editor_note": (("note", "error", "should"),),
+    "technically_correct": (("technically", "actually", "also", "still"),),
+}
 
 _GRADING_TOPIC = r"\b(scor(e|es|ing)|rating|grad(e|es|ing)|verdict|winner|evaluat\w*|rubric|judg\w*|assess\w*)\b"
 _ROLE_TOPIC = r"(chat[ -]?template|special tokens?|im_start|system prompt|prompt format|\bllama\b|\bchatml\b)"
@@ -55,11 +95,26 @@ class _Rule:
     name: str
     pattern: re.Pattern[str]
     topic: re.Pattern[str] | None = None
-    """Skip the rule when the prompt matches this (the response is on topic, not attacking)."""
+    """Skip the rule when the (lower-cased) prompt matches this: the response is on topic, not attacking."""
+    needles: tuple[tuple[str, ...], ...] = ()
+
+    def applies(self, lowered: str) -> bool:
+        return all(any(n in lowered for n in group) for group in self.needles)
+
+    def search(self, text: str, lowered: str) -> re.Match[str] | None:
+        if not self.pattern.groupindex:
+            return self.pattern.search(lowered)
+        same_offsets = len(text) == len(lowered)  # lower() may lengthen rare characters
+        for match in self.pattern.finditer(lowered):
+            labels = [name for name, value in match.groupdict().items() if value]
+            if all(same_offsets and text[match.start(name)] in _LABEL for name in labels):
+                return match
+        return None
 
 
 def _rule(kind: InjectionKind, name: str, pattern: str, topic: str | None = None) -> _Rule:
-    return _Rule(kind, name, re.compile(pattern, _FLAGS), re.compile(topic, _FLAGS) if topic else None)
+    return _Rule(kind, name, re.compile(pattern, re.MULTILINE), re.compile(topic) if topic else None,
+                 _NEEDLES.get(name, ()))
 
 
 _VERDICT_WORDS = (r"(final[ _]?)?(score|scores|rating|grade|verdict|winner|label|judg(e)?ment|evaluation|assessment"
@@ -72,7 +127,7 @@ _RULES: tuple[_Rule, ...] = (
           r"|evaluation|assessment)\s*:\s*\S", _GRADING_TOPIC),
     _rule("verdict_imitation", "perfect_marks", r"(?<![\d/.])(10\s*/\s*10|5\s*/\s*5|100\s*/\s*100|100\s*%\s*(score|correct))"
           r"(?![\d/])", _GRADING_TOPIC),
-    _rule("verdict_imitation", "winner_claim", r"\b(winner\s+is|(response|answer|output|assistant|option)\s+(?-i:[AB12])\s+"
+    _rule("verdict_imitation", "winner_claim", r"\b(winner\s+is|(response|answer|output|assistant|option)\s+(?P<l1>[ab12])\s+"
           r"(wins|is\s+(the\s+)?(winner|better|superior|correct|preferred)))\b"),
     _rule("verdict_imitation", "stars", r"[★⭐]{3,}", _GRADING_TOPIC),
     # --- fake rubric text
@@ -84,7 +139,7 @@ _RULES: tuple[_Rule, ...] = (
           _GRADING_TOPIC),
     # --- role tags and fence escapes
     _rule("role_tag", "special_token", r"<\|\s*(im_start|im_end|system|assistant|user|endoftext|eot_id|start_header_id"
-          r"|end_header_id|begin_of_text|end|channel|message)\s*\|>|<<\s*/?\s*SYS\s*>>|</?start_of_turn>|<end_of_turn>",
+          r"|end_header_id|begin_of_text|end|channel|message)\s*\|>|<<\s*/?\s*sys\s*>>|</?start_of_turn>|<end_of_turn>",
           _ROLE_TOPIC),
     _rule("role_tag", "bracket_tag", r"\[\s*/?\s*(system|inst|admin|administrator|evaluator|grader|judge|assistant"
           r"|developer|sys|operator|moderator|verified|override|instructions?|system override|evaluator output"
@@ -108,13 +163,13 @@ _RULES: tuple[_Rule, ...] = (
           r"(judge|grader|evaluator|assessor|rater)\b", _REVIEW_TOPIC),
     _rule("grader_address", "select_me", r"\b(select|choose|pick|prefer|approve)\s+(this|my)\s+(response|answer|reply"
           r"|output|submission)\b|\b(select|choose|pick|prefer)\s+(response|answer|output|assistant|option)\s+"
-          r"(?-i:[AB12])\b|\b(select|choose|pick)\s+(?-i:[AB])\b"),
+          r"(?P<l2>[ab12])\b|\b(select|choose|pick)\s+(?P<l3>[ab])\b"),
     _rule("grader_address", "rate_me", r"\b(rate|grade|score|mark|evaluate|judge)\s+(this|my)\s+(response|answer|reply"
           r"|output|submission)\s+(as|with|a|an|highly|higher|favou?rably|positively|10|5|pass|correct)\b", _GRADING_TOPIC),
     _rule("grader_address", "give_me_marks", r"\b(give|award|assign|grant)\s+(this|me|it|my\s+\w+)\b[^.\n]{0,30}"
           r"\b(score|rating|marks?|points|grade|pass|10|full|top|perfect|highest|five stars)\b"),
     _rule("grader_address", "please_grade", r"\bplease\s+(select|choose|pick|rate|grade|score|pass|approve|mark|accept)"
-          r"\s+(this|my|me|it|response|answer|(?-i:[AB]))\b"),
+          r"\s+(this|my|me|it|response|answer|(?P<l4>[ab]))\b"),
     _rule("grader_address", "new_criteria", r"\bnew\s+(evaluation|grading|scoring|judging)\s+(criteria|instructions?"
           r"|rules|rubric|guidelines)\b"),
     _rule("grader_address", "threat", r"\b(selecting|choosing|grading|scoring|rating|failing|marking)\b[^.\n]{0,40}"
@@ -161,18 +216,19 @@ def detect_injection(response: str, prompt: str = "", criterion_ids: Iterable[st
     if key is not None:
         findings.append(InjectionFinding("master_key", "bare_opener", key))
     text = response[:_SCAN_CHARS]
-    about = prompt[:_SCAN_CHARS]
+    lowered = text.lower()
+    about = prompt[:_SCAN_CHARS].lower()
     for rule in _RULES:
-        if rule.topic is not None and rule.topic.search(about):
+        if not rule.applies(lowered) or (rule.topic is not None and rule.topic.search(about)):
             continue
-        match = rule.pattern.search(text)
+        match = rule.search(text, lowered)
         if match:
-            findings.append(InjectionFinding(rule.kind, rule.name, _excerpt(text, match)))
-    ids = tuple(sorted(set(criterion_ids)))
-    if ids:
-        match = _criterion_keys(ids).search(text)
-        if match and not re.search(re.escape(match.group(1) or match.group(2)), about):
-            findings.append(InjectionFinding("verdict_imitation", "criterion_key", _excerpt(text, match)))
+            findings.append(InjectionFinding(rule.kind, rule.name, _excerpt(lowered, match)))
+    ids = tuple(sorted({i.lower() for i in criterion_ids}))
+    if ids and any(i in lowered for i in ids):
+        match = _criterion_keys(ids).search(lowered)
+        if match and (match.group(1) or match.group(2)) not in about:
+            findings.append(InjectionFinding("verdict_imitation", "criterion_key", _excerpt(lowered, match)))
     return findings
 
 
@@ -202,8 +258,7 @@ def _master_key(response: str) -> str | None:
 def _criterion_keys(ids: tuple[str, ...]) -> re.Pattern[str]:
     """A criterion id as a quoted JSON key, or bare and followed by a label (`correct_answer: pass`)."""
     names = "|".join(re.escape(i) for i in ids)
-    return re.compile(rf"[\"']({names})[\"']\s*:|\b({names})\b\s*[:=]\s*[\"']?(pass|passed|fail|failed|yes|no|\d)\b",
-                      re.IGNORECASE)
+    return re.compile(rf"[\"']({names})[\"']\s*:|\b({names})\b\s*[:=]\s*[\"']?(pass|passed|fail|failed|yes|no|\d)\b")
 
 
 def _excerpt(text: str, match: re.Match[str], context: int = 30) -> str:

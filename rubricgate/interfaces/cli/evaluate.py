@@ -44,7 +44,7 @@ def eval_pairs(
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
     concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
-    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per judgment, retries included.")] = 300.0,
+    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per judgment, retries included (offline: generous).")] = 900.0,
     cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document on stdout; progress and tables go to stderr.")] = False,

@@ -14,6 +14,7 @@ import platformdirs
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.prompts import response_text
@@ -41,7 +42,7 @@ def handle_errors() -> Iterator[None]:
     except RubricGateError as exc:
         if State.debug:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_UNSCORABLE) from None
     except KeyboardInterrupt:
         err_console.print("interrupted: finished judgments are in the cache; rerun to resume")

@@ -35,15 +35,18 @@ class FakeBackend:
     name: str = "fake:scripted"
     requests: list[JudgeRequest] = field(default_factory=list)
     prefers_rationale: bool = True
+    record: bool = True
+    """Keep every request in `requests` (for tests); off for `fake:` specs, which may serve for days."""
 
     @classmethod
     def from_spec(cls, model: str) -> FakeBackend:
         """`fake:best|worst|garbage|alternate`, or any other text as the literal reply."""
         mode = _MODES.get(model)
-        return cls(reply=mode if mode else (lambda request: model), name=f"fake:{model}")
+        return cls(reply=mode if mode else (lambda request: model), name=f"fake:{model}", record=False)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
-        self.requests.append(request)
+        if self.record:
+            self.requests.append(request)
         text = self.reply(request)
         words = sum(len(m.content.split()) for m in request.messages)
         return JudgeReply(text=text, backend=self.name,

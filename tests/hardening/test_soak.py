@@ -1,7 +1,8 @@
 """Resource bounds: the server's memory stays flat under a bounded soak (loopback only).
 
-`rubricgate serve` runs as its own process (so its RSS is its own) with the scripted fake judge
-and a SQLite cache; 32 clients post distinct items for RUBRICGATE_SOAK_S seconds (default 600),
+`rubricgate serve` runs as its own process (so its RSS is its own) against the scripted
+OpenAI-compatible judge (another process, 127.0.0.1) through the `openai:` fast path, with a SQLite
+cache; 32 clients post distinct items for RUBRICGATE_SOAK_S seconds (default 600),
 with a share of repeats (cache hits) and of injected responses (flagged). The server's RSS is
 sampled from /proc; after a warm-up, the last third must not exceed the first third by more than
 10 % + 16 MiB.
@@ -22,6 +23,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 import pytest
+
+from tests.support.judge_process import judge_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,11 +74,24 @@ def test_server_memory_stays_flat_under_a_bounded_soak(tmp_path: Path) -> None:
     seconds = float(os.environ.get("RUBRICGATE_SOAK_S", "600"))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUBRICGATE_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rubricgate", "serve", "--port", str(port), "--judge", "fake:best", "--rubric",
-         "helpfulness", "--votes", "3", "--cache", str(tmp_path / "cache.db")],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
+    with judge_process(latency_s=0.005, jitter_s=0.005, max_seconds=seconds + 300) as judge:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "rubricgate", "serve", "--port", str(port), "--judge", "openai:judge-model",
+             "--judge-base-url", judge.base_url, "--rubric", "helpfulness", "--votes", "3",
+             "--cache", str(tmp_path / "cache.db")],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sent, samples = drive(server, f"http://127.0.0.1:{port}", seconds)
+    warm = samples[len(samples) // 6:]  # skip warm-up (imports, pools, caches filling to their bounds)
+    third = max(1, len(warm) // 3)
+    first, last = statistics.median(warm[:third]), statistics.median(warm[-third:])
+    print(f"\nsoak {seconds:.0f}s: {sent} requests, RSS first third {first / 1024:.1f} MiB, "
+          f"last third {last / 1024:.1f} MiB, max {max(samples) / 1024:.1f} MiB")
+    assert sent > 0
+    assert last <= first * 1.10 + 16 * 1024, f"RSS grew from {first} KiB to {last} KiB"
+
+
+def drive(server: subprocess.Popen[str], url: str, seconds: float) -> tuple[int, list[int]]:
+    """Load the server for `seconds`, sampling its RSS; then stop it."""
     try:
         for _ in range(300):
             try:
@@ -89,10 +105,4 @@ def test_server_memory_stays_flat_under_a_bounded_soak(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
-    warm = samples[len(samples) // 6:]  # skip warm-up (imports, pools, caches filling to their bounds)
-    third = max(1, len(warm) // 3)
-    first, last = statistics.median(warm[:third]), statistics.median(warm[-third:])
-    print(f"\nsoak {seconds:.0f}s: {sent} requests, RSS first third {first / 1024:.1f} MiB, "
-          f"last third {last / 1024:.1f} MiB, max {max(samples) / 1024:.1f} MiB")
-    assert sent > 0
-    assert last <= first * 1.10 + 16 * 1024, f"RSS grew from {first} KiB to {last} KiB"
+    return sent, samples

@@ -115,7 +115,7 @@ def main() -> None:
 
 
 def _f(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _print(title: str, headers: tuple[str, ...], rows: list[list[str]]) -> None:

@@ -13,7 +13,7 @@ Both responses are untrusted data, fenced with a keyed tag of their content; the
 
 from __future__ import annotations
 
-from rubricgate.judges.fence import fence_tag, process_key
+from rubricgate.judges.fence import fence_tag, installation_key
 from rubricgate.judges.prompts import PromptTemplate, prompt_text, verdict_example
 from rubricgate.models.evaluation import Matchup
 from rubricgate.models.judging import ChatMessage, FormField, VerdictForm
@@ -38,7 +38,7 @@ def render_pair_messages(template: PromptTemplate, rubric: Rubric, matchup: Matc
     The fence tag is a keyed hash of both outputs, as for pointwise prompts (`judges/fence.py`):
     neither output can close its fence. `fence_key` None uses this process's random key.
     """
-    fence = fence_tag(f"{matchup.response_a}\x00{matchup.response_b}", fence_key or process_key())
+    fence = fence_tag(f"{matchup.response_a}\x00{matchup.response_b}", fence_key or installation_key())
     judged = {f.id for f in form.fields}
     system = template.system.safe_substitute(
         rubric_id=rubric.id,

@@ -11,28 +11,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from rubricgate.errors import JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE, pairwise_form, render_pair_messages
-from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.judges.prompts import PromptTemplate, load_template
 from rubricgate.models.config import ScoringConfig
 from rubricgate.models.evaluation import Matchup
-from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, TokenUsage, Verdict
+from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.checks import run_check
+from rubricgate.scoring.votes import collect_votes
 from rubricgate.scoring.voting import aggregate_field, weighted_mean
-
-
-@dataclass(frozen=True)
-class _Vote:
-    reply: JudgeReply | None = None
-    verdict: Verdict | None = None
-    error: str | None = None
-    complete: bool = False
 
 
 class PairwiseScorer:
@@ -80,7 +70,7 @@ class PairwiseScorer:
                     votes=[label], reason=f"a: {detail_a}; b: {detail_b}")
 
         requests = self.requests_for(rubric, matchup) if requests is None else requests
-        votes = await self._collect_votes(requests)
+        votes = await collect_votes(self._backend, requests, self._config.deadline_s, "deadline")
         usable = [v for v in votes if v.verdict is not None]
         errors = [v.error for v in votes if v.error]
         flags: set[Flag] = set()
@@ -137,26 +127,3 @@ class PairwiseScorer:
             for index, matchup in enumerate(matchups):
                 group.create_task(one(index, matchup))
         return [r for r in results if r is not None]
-
-    async def _collect_votes(self, requests: list[JudgeRequest]) -> list[_Vote]:
-        """Every vote under the matchup deadline; late votes are cancelled, finished ones kept."""
-        if not requests:
-            return []
-        tasks = [asyncio.create_task(self._vote(r)) for r in requests]
-        done, pending = await asyncio.wait(tasks, timeout=self._config.deadline_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        late = _Vote(error=f"DeadlineExceeded: no reply within the {self._config.deadline_s:g}s deadline")
-        return [t.result() if t in done else late for t in tasks]
-
-    async def _vote(self, request: JudgeRequest) -> _Vote:
-        try:
-            reply = await self._backend.complete(request)
-        except JudgeError as exc:
-            return _Vote(error=f"{type(exc).__name__}: {exc}")
-        try:
-            verdict = parse_verdict(reply, request.form)
-        except VerdictParseError as exc:
-            return _Vote(reply=reply, error=f"VerdictParseError: {exc}")
-        return _Vote(reply=reply, verdict=verdict, complete=is_complete(verdict, request.form))

@@ -9,31 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from rubricgate.errors import JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.injection import detect_injection
-from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.judges.prompts import (
     PromptTemplate, load_template, prompt_text, render_messages, response_text, verdict_form,
 )
 from rubricgate.models.config import ScoringConfig
-from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, TokenUsage, Verdict
+from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.checks import run_check
+from rubricgate.scoring.votes import collect_votes
 from rubricgate.scoring.voting import aggregate_field, weighted_mean
-
-
-@dataclass(frozen=True)
-class _Vote:
-    """What one vote produced: a reply and verdict, or the error that stopped it."""
-
-    reply: JudgeReply | None = None
-    verdict: Verdict | None = None
-    error: str | None = None
-    complete: bool = False
 
 
 class RubricScorer:
@@ -89,7 +77,7 @@ class RubricScorer:
                     source="check", agreement=1.0, votes=["pass" if passed else "fail"], reason=detail)
 
         requests = self.requests_for(rubric, item) if requests is None else requests
-        votes = await self._collect_votes(requests)
+        votes = await collect_votes(self._backend, requests, self._config.deadline_s, "item deadline")
         usable = [v for v in votes if v.verdict is not None]
         errors = [v.error for v in votes if v.error]
         if any(v.error and v.error.startswith("VerdictParseError") for v in votes) or any(
@@ -157,26 +145,3 @@ class RubricScorer:
             for index, (rubric, item) in enumerate(pairs):
                 group.create_task(one(index, rubric, item))
         return [r for r in results if r is not None]
-
-    async def _collect_votes(self, requests: list[JudgeRequest]) -> list[_Vote]:
-        """Run every vote under the item deadline; late votes are cancelled, finished ones kept."""
-        if not requests:
-            return []
-        tasks = [asyncio.create_task(self._vote(r)) for r in requests]
-        done, pending = await asyncio.wait(tasks, timeout=self._config.deadline_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        late = _Vote(error=f"DeadlineExceeded: no reply within the {self._config.deadline_s:g}s item deadline")
-        return [t.result() if t in done else late for t in tasks]
-
-    async def _vote(self, request: JudgeRequest) -> _Vote:
-        try:
-            reply = await self._backend.complete(request)
-        except JudgeError as exc:
-            return _Vote(error=f"{type(exc).__name__}: {exc}")
-        try:
-            verdict = parse_verdict(reply, request.form)
-        except VerdictParseError as exc:
-            return _Vote(reply=reply, error=f"VerdictParseError: {exc}")
-        return _Vote(reply=reply, verdict=verdict, complete=is_complete(verdict, request.form))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Index, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy import Float, Index, Integer, MetaData, String, Text, create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -63,7 +63,7 @@ class JudgmentStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _open_engine(url)
+        self._engine = open_engine(url, _Base.metadata)
         self._write_lock = threading.Lock()  # one writer per process; SQLite serialises anyway
         self._writer: ThreadPoolExecutor | None = None
         self._writer_pid = 0
@@ -164,9 +164,11 @@ def _insert_ignoring_duplicates(engine: Engine, row: dict[str, Any]) -> Any:
     return insert(JudgmentRow).values(row)
 
 
-def _open_engine(url: str) -> Engine:
+def open_engine(url: str, metadata: MetaData, what: str = "cache") -> Engine:
+    """An engine for a cache URL with its tables created; SQLite gets WAL and a busy timeout.
+    Every table in the cache database (judgments, rubric versions) is opened through here."""
     try:
-        engine = create_engine(url, pool_pre_ping=False)
+        engine = create_engine(url)
     except (ArgumentError, ImportError) as exc:
         raise UsageError(f"bad cache URL {url!r}: {exc}; use e.g. sqlite:///path/cache.db") from exc
     if engine.dialect.name == "sqlite":
@@ -179,13 +181,13 @@ def _open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     for attempt in range(3):
         try:
-            _Base.metadata.create_all(engine)
+            metadata.create_all(engine)
             break
         except SQLAlchemyError as exc:
             # Processes opening a new database together race between "does it exist?" and CREATE:
             # the loser sees "already exists"; the next pass finds the objects and creates nothing.
             if attempt == 2:
-                raise CacheError(f"cannot open cache {url}: {getattr(exc, 'orig', exc)}") from exc
+                raise CacheError(f"cannot open {what} {url}: {getattr(exc, 'orig', exc)}") from exc
     return engine
 
 

@@ -21,16 +21,16 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Float, Index, Integer, String, Text, create_engine, event, insert, select
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy import Float, Index, Integer, String, Text, insert, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rubricgate.errors import CacheError, UsageError
+from rubricgate.cache.store import open_engine
 from rubricgate.models.rubric import Rubric
 
 EventKind = Literal["baseline", "refined", "rejected", "rollback"]
@@ -111,7 +111,7 @@ class RubricVersionStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = _open_engine(url)
+        self._engine = open_engine(url, _Base.metadata, "version store")
         self._write_lock = threading.Lock()
 
     # -- reads ---------------------------------------------------------------------------
@@ -291,35 +291,6 @@ def _event(row: Mapping[str, Any]) -> VersionEvent:
                         event=cast(EventKind, row["event"]), parent=row["parent"], reason=row["reason"],
                         details=json.loads(row["details"] or "{}"), created_at=row["created_at"])
 
-
-def _open_engine(url: str) -> Engine:
-    try:
-        engine = create_engine(url)
-    except (ArgumentError, ImportError) as exc:
-        raise UsageError(f"bad cache URL {url!r}: {exc}; use e.g. sqlite:///path/cache.db") from exc
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if database and database != ":memory:":
-            try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UsageError(f"cannot create the folder of {database}: {exc.strerror}") from exc
-        event.listen(engine, "connect", _sqlite_pragmas)
-    for attempt in range(3):
-        try:
-            _Base.metadata.create_all(engine)
-            break
-        except SQLAlchemyError as exc:  # processes creating a new database together: the loser retries
-            if attempt == 2:
-                raise CacheError(f"cannot open version store {url}: {getattr(exc, 'orig', exc)}") from exc
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL needs a lock others may hold
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.close()
 
 
 def live_versions(events: Sequence[VersionEvent]) -> list[str]:

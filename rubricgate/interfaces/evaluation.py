@@ -9,13 +9,11 @@ replies), so a variant that only re-aggregates another's votes costs no judge ca
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 
 from rubricgate.cache.keys import cache_key
 from rubricgate.errors import UsageError
@@ -23,7 +21,7 @@ from rubricgate.interfaces.gateway import Gateway
 from rubricgate.judges.base import BackendWrapper, JudgeBackend
 from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE
 from rubricgate.judges.prompts import load_template
-from rubricgate.library.rubric_files import describe_validation_error, parse_rubric
+from rubricgate.library.rubric_files import parse_rubric
 from rubricgate.models.evaluation import (
     EvalReport, EvalVariant, Matchup, Mode, PairRecord, PreferencePair, ScoreKind, VariantReport,
 )
@@ -35,6 +33,7 @@ from rubricgate.scoring.metrics import (
 )
 from rubricgate.scoring.pairwise import PairwiseScorer
 from rubricgate.scoring.scorer import RubricScorer
+from rubricgate.library.jsonl import read_jsonl_models
 
 PLAIN_RUBRIC: Rubric = parse_rubric({
     "id": "plain",
@@ -51,32 +50,9 @@ Progress = Callable[[EvalVariant, int], None]
 def read_pairs(path: Path) -> list[PreferencePair]:
     """Parse a pair file (JSONL of `{id, prompt, chosen, rejected, category?}`); a bad line says
     which line and what is wrong."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"pair file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a folder; pass a .jsonl pair file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"pair file {path} is not UTF-8 text; pass a .jsonl file") from None
-    pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}:{number}: each line must be an object with prompt, chosen and rejected")
-        data.setdefault("id", str(number))
-        try:
-            pairs.append(PreferencePair.model_validate(data))
-        except ValidationError as exc:
-            raise UsageError(f"{path}:{number}: {describe_validation_error(exc, data)}") from None
-    if not pairs:
-        raise UsageError(f"pair file {path} has no pairs; each line needs prompt, chosen and rejected")
-    return pairs
+    return read_jsonl_models(path, PreferencePair, "pair file", "prompt, chosen and rejected", "pairs",
+                             default_id=str)
+
 
 
 def select_pairs(pairs: Sequence[PreferencePair], limit: int | None, seed: int) -> list[PreferencePair]:

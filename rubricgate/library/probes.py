@@ -8,17 +8,16 @@ keyword stuffing, format gaming, refusal of a harmless request); users add their
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from rubricgate.errors import UsageError
 from rubricgate.library.resources import shipped_dir
-from rubricgate.library.rubric_files import describe_validation_error
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item
+from rubricgate.library.jsonl import read_jsonl_models
 
 
 class Probe(BaseModel):
@@ -54,30 +53,9 @@ class Probe(BaseModel):
 
 def read_probes(path: Path) -> list[Probe]:
     """Parse one probe file; a bad line names its line number and what is wrong."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"probe file {path} does not exist") from None
-    except (IsADirectoryError, UnicodeDecodeError):
-        raise UsageError(f"probe file {path} is not a UTF-8 .jsonl file") from None
-    probes = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}:{number}: each line must be an object with id, prompt and response")
-        data.setdefault("id", f"{path.stem}-{number}")
-        try:
-            probes.append(Probe.model_validate(data))
-        except ValidationError as exc:
-            raise UsageError(f"{path}:{number}: {describe_validation_error(exc, data)}") from None
-    if not probes:
-        raise UsageError(f"probe file {path} has no probes; each line needs prompt and response")
-    return probes
+    return read_jsonl_models(path, Probe, "probe file", "prompt and response", "probes",
+                             default_id=lambda number: f"{path.stem}-{number}")
+
 
 
 def shipped_probe_files() -> list[Path]:

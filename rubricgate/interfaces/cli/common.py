@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,14 +10,13 @@ from pathlib import Path
 
 import platformdirs
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.prompts import response_text
-from rubricgate.library.rubric_files import describe_validation_error
 from rubricgate.models.reward import Item
+from rubricgate.library.jsonl import read_jsonl_models
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -83,38 +80,6 @@ def rubric_dirs_from(options: list[Path] | None) -> tuple[Path, ...]:
 
 def read_items(path: Path) -> list[Item]:
     """Parse an input JSONL file; a bad line names its line number and what is wrong."""
-    if str(path) == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"input file {path} does not exist") from None
-        except IsADirectoryError:
-            raise UsageError(f"input {path} is a folder; pass a .jsonl file") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"input file {path} is not UTF-8 text; pass a .jsonl file") from None
-    items = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{path}:{number}: each line must be a JSON object with 'prompt' and 'response'")
-        try:
-            item = Item.model_validate(data)
-        except ValidationError as exc:
-            raise UsageError(f"{path}:{number}: {describe_validation_error(exc, data)}") from None
-        try:
-            response_text(item)
-        except UsageError as exc:
-            raise UsageError(f"{path}:{number}: {exc}") from None
-        if item.id is None:
-            item = item.model_copy(update={"id": str(number)})
-        items.append(item)
-    if not items:
-        raise UsageError(f"input file {path} has no items; each line needs 'prompt' and 'response'")
-    return items
+    return read_jsonl_models(path, Item, "input file", "'prompt' and 'response'", "items", default_id=str,
+                             check=response_text)
+

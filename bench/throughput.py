@@ -7,7 +7,7 @@ Every row grades realistic items (LLMBar answers, chat examples) against the `he
 K votes each, against the same local OpenAI-compatible judge (bench/judge_server.py, a child
 process on 127.0.0.1 with latency, jitter and an optional fault rate), all in one run:
 
-- rubricgate in-process, `openai:` judge (pooled httpx) and `litellm:` judge: C concurrent callers,
+- rubricgate in-process, `openai:` judge (pooled aiohttp) and `litellm:` judge: C concurrent callers,
   one reward per call (a closed loop); judge calls in flight up to C x K; a fresh SQLite cache.
 - rubricgate in-process, one batch: a single `Gateway.score(N items)` call (what the TRL reward
   function does per step); per-reward latency is counted from the batch start.
@@ -190,7 +190,7 @@ def main() -> None:
         def cache(name: str) -> str:
             return f"sqlite:///{Path(tmp) / name}.db"
 
-        runs.append(asyncio.run(rubricgate_closed_loop("rubricgate in-process, openai: (httpx)", f"openai:{JUDGE_MODEL}",
+        runs.append(asyncio.run(rubricgate_closed_loop("rubricgate in-process, openai: (aiohttp)", f"openai:{JUDGE_MODEL}",
                                                        url, items, args.votes, args.concurrency, cache("a"))))
         runs.append(asyncio.run(rubricgate_batch(url, items, args.votes, args.concurrency, cache("b"))))
         runs.append(asyncio.run(rubricgate_closed_loop("rubricgate in-process, litellm:", f"litellm:openai/{JUDGE_MODEL}",

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import json
+
+import aiohttp
 
 from rubricgate.errors import JudgeRejected, JudgeUnavailable, UsageError
+from rubricgate.http_pool import LoopSession, error_message
 from rubricgate.integrations._runtime import loop_thread
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
@@ -24,9 +27,7 @@ class RewardClient:
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 600.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = httpx.Timeout(timeout_s, connect=10.0)
-        self._client: httpx.AsyncClient | None = None
+        self._pool = LoopSession({"Authorization": f"Bearer {api_key}"} if api_key else {}, timeout_s)
 
     async def score(self, items: Sequence[Item], rubric: str | Rubric, votes: int | None = None) -> list[RewardResult]:
         """Rewards for `items` in order; raises on transport or server errors."""
@@ -36,36 +37,25 @@ class RewardClient:
         }
         if votes is not None:
             payload["votes"] = votes
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
         try:
-            response = await self._client.post("/v1/reward", json=payload)
-        except httpx.TransportError as exc:
+            async with self._pool.get().post(f"{self.base_url}/v1/reward", json=payload) as response:
+                status, content = response.status, await response.read()
+        except TimeoutError as exc:
+            raise JudgeUnavailable(f"rubricgate server {self.base_url}: no answer in time") from exc
+        except aiohttp.ClientError as exc:
             raise JudgeUnavailable(f"rubricgate server {self.base_url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in (400, 401, 403, 404, 413, 422):
-            raise UsageError(f"rubricgate server {self.base_url} refused the request "
-                             f"({response.status_code}): {_message(response)}")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise JudgeUnavailable(f"rubricgate server {self.base_url}: {response.status_code} {_message(response)}")
-        if response.status_code != 200:
-            raise JudgeRejected(f"rubricgate server {self.base_url}: {response.status_code} {_message(response)}")
-        return [RewardResult.model_validate(r) for r in response.json()["results"]]
+        message = error_message(content, "message", "detail")[:300]
+        if status in (400, 401, 403, 404, 413, 422):
+            raise UsageError(f"rubricgate server {self.base_url} refused the request ({status}): {message}")
+        if status >= 500 or status == 429:
+            raise JudgeUnavailable(f"rubricgate server {self.base_url}: {status} {message}")
+        if status != 200:
+            raise JudgeRejected(f"rubricgate server {self.base_url}: {status} {message}")
+        return [RewardResult.model_validate(r) for r in json.loads(content)["results"]]
 
     def score_sync(self, items: Sequence[Item], rubric: str | Rubric, votes: int | None = None) -> list[RewardResult]:
         """Blocking twin of `score` (runs on the shared background loop)."""
         return loop_thread().run(self.score(items, rubric, votes))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:200]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or body)[:300]
-    return str(body)[:300]
+        await self._pool.aclose()

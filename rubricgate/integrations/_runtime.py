@@ -9,17 +9,23 @@ coroutine to that loop: sync callers block on the result, async callers await a 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import hashlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 
 T = TypeVar("T")
+
+
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
 
 
 class LoopThread:
@@ -50,6 +56,7 @@ class LoopThread:
 _lock = threading.Lock()
 _loop: LoopThread | None = None
 _gateways: dict[str, Gateway] = {}
+_closables: list[Closable] = []
 
 
 def _forget_after_fork() -> None:
@@ -58,9 +65,35 @@ def _forget_after_fork() -> None:
     _lock = threading.Lock()
     _loop = None
     _gateways.clear()
+    _closables.clear()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def close_at_exit(resource: Closable) -> None:
+    """Close `resource` on the loop thread when the process exits (for objects cached per process)."""
+    _closables.append(resource)
+
+
+def _close_everything() -> None:
+    """At exit, close the shared gateways and registered clients so their pools shut down cleanly
+    (open judge connections and cache engines would otherwise be torn down mid-interpreter-exit)."""
+    if _loop is None:
+        return
+
+    async def close() -> None:
+        for resource in [*_gateways.values(), *_closables]:
+            with contextlib.suppress(Exception):
+                await resource.aclose()
+        _gateways.clear()
+        _closables.clear()
+
+    with contextlib.suppress(Exception):
+        _loop.submit(close()).result(timeout=10)
+
+
+atexit.register(_close_everything)
 
 
 def loop_thread() -> LoopThread:

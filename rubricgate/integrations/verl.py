@@ -71,7 +71,7 @@ import platformdirs
 from pydantic import SecretStr, ValidationError
 
 from rubricgate.errors import UsageError
-from rubricgate.integrations._runtime import loop_thread, with_gateway
+from rubricgate.integrations._runtime import close_at_exit, loop_thread, with_gateway
 from rubricgate.integrations.client import RewardClient
 from rubricgate.interfaces.gateway import GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
@@ -323,6 +323,7 @@ def _client(settings: _Settings) -> RewardClient:
     key = (settings.server_url, settings.server_api_key)
     if key not in _clients:
         _clients[key] = RewardClient(settings.server_url, api_key=settings.server_api_key)
+        close_at_exit(_clients[key])
     return _clients[key]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import rubricgate
 
 PACKAGE = Path(rubricgate.__file__).parent
-LAYER = {"errors": 0, "models": 0, "library": 1, "judges": 1, "scoring": 2, "authoring": 2, "cache": 3,
+LAYER = {"errors": 0, "http_pool": 0, "models": 0, "library": 1, "judges": 1, "scoring": 2, "authoring": 2, "cache": 3,
          "interfaces": 4, "integrations": 4}
 
 

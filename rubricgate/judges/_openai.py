@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,12 +20,11 @@ import aiohttp
 from rubricgate.errors import JudgeRejected, JudgeUnavailable
 from rubricgate.http_pool import LoopSession, error_message
 from rubricgate.judges.base import redact
+from rubricgate.judges.label_probs import label_probs, score_slots
 from rubricgate.models.config import BackendConfig
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage, VerdictForm
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_FIELD_OPEN = re.compile(r'"([a-z][a-z0-9_]*)"\s*:\s*\{[^{}]*$')
-_SCORE_SLOT = re.compile(r'"score"\s*:\s*"?$')
 
 
 class OpenAIBackend:
@@ -104,36 +102,16 @@ class OpenAIBackend:
 
 
 def _label_probs(logprobs: Any, form: VerdictForm) -> dict[str, dict[str, float]]:
-    """At each `"score": "` slot of the generated JSON, the distribution over that field's labels."""
+    """At each score slot of the generated JSON, the distribution over that field's labels
+    (OpenAI's `logprobs.content`: each generated token with its `top_logprobs`)."""
     if not isinstance(logprobs, dict) or not isinstance(logprobs.get("content"), list):
         return {}
-    labels = {f.id: f.labels for f in form.fields}
-    text = ""
-    out: dict[str, dict[str, float]] = {}
-    for entry in logprobs["content"]:
-        slot = _SCORE_SLOT.search(text)
-        field = _FIELD_OPEN.search(text)
-        if slot and field and field.group(1) in labels and field.group(1) not in out:
-            wanted = labels[field.group(1)]
-            mass: dict[str, float] = {}
-            for alt in entry.get("top_logprobs") or []:
-                label = _label_of(str(alt.get("token", "")), wanted)
-                if label is not None:
-                    mass[label] = mass.get(label, 0.0) + math.exp(float(alt.get("logprob", -1e9)))
-            total = sum(mass.values())
-            if total > 0:
-                out[field.group(1)] = {label: mass.get(label, 0.0) / total for label in wanted}
-        text += str(entry.get("token", ""))
-    return out
-
-
-def _label_of(token: str, labels: tuple[str, ...]) -> str | None:
-    """The label a token spells, allowing a leading quote/space and trailing punctuation (`"pass"},`)."""
-    text = token.strip().lstrip('"')
-    for label in labels:
-        if text.startswith(label) and (len(text) == len(label) or not text[len(label)].isalnum()):
-            return label
-    return None
+    entries = [e for e in logprobs["content"] if isinstance(e, dict)]
+    pieces = [str(e.get("token", "")) for e in entries]
+    alternatives = {position: [(str(alt.get("token", "")), float(alt.get("logprob", -math.inf)))
+                               for alt in entries[position].get("top_logprobs") or [] if isinstance(alt, dict)]
+                    for position, _, _ in score_slots(pieces)}
+    return label_probs(pieces, alternatives, form)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 
 import pytest
@@ -185,3 +186,17 @@ def test_label_probs_are_read_at_score_slots() -> None:
     probs = _label_probs({"content": content}, form)
     assert probs["clear"]["3"] == pytest.approx(0.9, abs=0.01) and probs["clear"]["1"] == 0.0
     assert probs["ok"] == pytest.approx({"fail": 0.5, "pass": 0.5})
+
+
+def test_label_probs_follow_labels_split_across_tokens() -> None:
+    """A server whose tokenizer splits `pass` into `pa`+`ss` still yields a distribution; a quote
+    token that decides nothing hands the slot on to the next position (chain rule)."""
+    from rubricgate.judges._openai import _label_probs
+    from rubricgate.models.judging import FormField, VerdictForm
+
+    form = VerdictForm(fields=(FormField(id="ok", labels=("fail", "pass")),))
+    tokens = ['{"ok":{"score":', '"', 'pa', 'ss', '"}}']
+    content = [{"token": t, "logprob": 0.0, "top_logprobs": []} for t in tokens]
+    content[1]["top_logprobs"] = [{"token": '"', "logprob": 0.0}]
+    content[2]["top_logprobs"] = [{"token": "pa", "logprob": math.log(0.75)}, {"token": "fa", "logprob": math.log(0.25)}]
+    assert _label_probs({"content": content}, form)["ok"] == pytest.approx({"fail": 0.25, "pass": 0.75})

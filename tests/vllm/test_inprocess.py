@@ -18,7 +18,8 @@ import jsonschema  # noqa: E402
 
 from rubricgate.errors import UsageError  # noqa: E402
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig  # noqa: E402
-from rubricgate.judges._vllm import VLLMBackend, label_probs, score_slots  # noqa: E402
+from rubricgate.judges._vllm import VLLMBackend  # noqa: E402
+from rubricgate.judges.label_probs import label_probs, score_slots  # noqa: E402
 from rubricgate.judges.base import BackendWrapper, JudgeBackend  # noqa: E402
 from rubricgate.judges.registry import get_backend  # noqa: E402
 from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig  # noqa: E402

@@ -6,8 +6,13 @@ Public API; everything else is private or subject to change.
 from rubricgate.authoring import (
     ConsistencyFilter, RankedPrompt, contrast_rubrics, diff_rubrics, distill_rubrics, generate_rubric, open_writer,
 )
+from rubricgate.authoring.refine import (
+    GateConfig, GateReport, Proposal, RefineConfig, RefinementOutcome, ScoredSample, open_meta_judge, refine_rubric,
+    run_gate, scored_samples,
+)
 from rubricgate.cache.cached import CachedBackend
 from rubricgate.cache.store import JudgmentStore
+from rubricgate.cache.versions import RubricVersionStore
 from rubricgate.errors import (
     CacheError, CircuitOpen, JudgeError, JudgeRejected, JudgeUnavailable, RubricGateError, UsageError,
     VerdictParseError,
@@ -20,6 +25,7 @@ from rubricgate.judges.fake import FakeBackend
 from rubricgate.judges.injection import InjectionFinding, detect_injection
 from rubricgate.judges.registry import get_backend
 from rubricgate.judges.retry import RetryingBackend
+from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import load_rubric_file, parse_rubric, resolve_rubric
 from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
 from rubricgate.models.evaluation import EvalReport, EvalVariant, PreferencePair
@@ -43,6 +49,8 @@ __all__ = [
     "EvalVariant",
     "FakeBackend",
     "FallbackBackend",
+    "GateConfig",
+    "GateReport",
     "Gateway",
     "GatewayConfig",
     "InjectionFinding",
@@ -56,15 +64,21 @@ __all__ = [
     "JudgmentStore",
     "PairwiseScorer",
     "PreferencePair",
+    "Probe",
+    "Proposal",
     "RankedPrompt",
+    "RefineConfig",
+    "RefinementOutcome",
     "RetryPolicy",
     "RetryingBackend",
     "RewardResult",
     "Rubric",
     "RubricGateError",
     "RubricScorer",
+    "RubricVersionStore",
     "SamplingParams",
     "Scale",
+    "ScoredSample",
     "ScoringConfig",
     "UsageError",
     "Verdict",
@@ -76,10 +90,15 @@ __all__ = [
     "evaluate",
     "generate_rubric",
     "get_backend",
+    "load_probes",
     "load_rubric_file",
+    "open_meta_judge",
     "open_writer",
     "parse_rubric",
     "read_pairs",
+    "refine_rubric",
     "resolve_rubric",
+    "run_gate",
+    "scored_samples",
 ]
 __version__ = "0.1.0"

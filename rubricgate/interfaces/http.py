@@ -230,9 +230,14 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness and what the server scores with (no auth, no secrets)."""
+        """Liveness and what the server scores with (no auth, no secrets). `judge_circuit` says
+        whether the judge is being called (`closed`), skipped after repeated failures (`open`) or
+        probed (`half_open`); the server stays live either way (unscorable items get null + reason,
+        or the fallback judge answers)."""
         return {"status": "ok", "judge": gateway.backend.name, "rubric": settings.default_rubric,
-                "votes": gateway.config.scoring.votes}
+                "votes": gateway.config.scoring.votes,
+                "judge_circuit": gateway.breaker.state if gateway.breaker is not None else "disabled",
+                "fallback_judge": gateway.config.fallback_judge}
 
     @app.get("/metrics", dependencies=[Depends(require_key)])
     async def prometheus() -> Response:

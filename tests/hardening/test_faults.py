@@ -237,4 +237,5 @@ def test_server_stays_up_and_healthy_after_judge_faults(tmp_path: Path) -> None:
             response = httpx.post(f"{server.url}/v1/reward", json=body, timeout=60)
             assert response.status_code == 200
             assert all(r["reward"] is None and r["reason"] for r in response.json()["results"])
-            assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+            health = httpx.get(f"{server.url}/healthz", timeout=10)
+            assert health.status_code == 200 and health.json()["judge_circuit"] == "open"  # 20 items x 3 tries, 5 to open

@@ -245,14 +245,17 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
 
     @app.get("/v1/rubrics", dependencies=[Depends(require_key)])
     async def rubrics() -> dict[str, Any]:
+        """The library: each rubric file's version and the version served for it (they differ
+        after a refinement or rollback; the history is at /v1/rubrics/{id}/versions)."""
         listed = []
         for path in iter_rubric_files(gateway.config.rubric_dirs):
             try:
                 rubric = load_rubric_file(path)
+                served = gateway.rubric(rubric.id)
             except UsageError:
                 continue
-            listed.append({"id": rubric.id, "version": rubric.version, "description": rubric.description,
-                           "criteria": [c.id for c in rubric.criteria]})
+            listed.append({"id": rubric.id, "version": rubric.version, "served_version": served.version,
+                           "description": served.description, "criteria": [c.id for c in served.criteria]})
         return {"default": settings.default_rubric, "rubrics": listed}
 
     @app.get("/v1/rubrics/{rubric_id}/versions", dependencies=[Depends(require_key)])

@@ -211,6 +211,9 @@ def test_refine_every_n_hot_swaps_while_scoring_goes_on(judge_server: ScriptedJu
         done.set()
         for thread in threads:
             thread.join()
+        listed = {r["id"]: r for r in client.get("/v1/rubrics").json()["rubrics"]}
+        assert listed["thorough-answers"]["version"] == BASE.version
+        assert listed["thorough-answers"]["served_version"] == history["served"]
 
     new = history["served"]
     refined = history["versions"][0]

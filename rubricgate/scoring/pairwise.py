@@ -21,8 +21,8 @@ from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.checks import run_check
-from rubricgate.scoring.votes import collect_votes
-from rubricgate.scoring.voting import aggregate_field, weighted_mean
+from rubricgate.scoring.votes import collect_votes, fold_votes
+from rubricgate.scoring.voting import weighted_mean
 
 
 class PairwiseScorer:
@@ -71,30 +71,10 @@ class PairwiseScorer:
 
         requests = self.requests_for(rubric, matchup) if requests is None else requests
         votes = await collect_votes(self._backend, requests, self._config.deadline_s, "deadline")
-        usable = [v for v in votes if v.verdict is not None]
-        errors = [v.error for v in votes if v.error]
-        flags: set[Flag] = set()
-        if any(v.error and v.error.startswith("VerdictParseError") for v in votes) or any(
-                v.verdict is not None and not v.complete for v in votes):
-            flags.add("parse_error")
-        if errors and usable:
-            flags.add("partial_votes")
-
-        reason: str | None = None
-        enough = len(usable) >= max(1, round(self._config.min_vote_share * len(requests)))
-        if requests and not enough:
-            reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"
-        for field in requests[0].form.fields if requests else ():
-            criterion = next(c for c in rubric.criteria if c.id == field.id)
-            verdicts = [v.verdict.fields[field.id] for v in usable if v.verdict and field.id in v.verdict.fields]
-            if not enough or not verdicts:
-                scores[field.id] = CriterionScore.unscored(field.id, criterion.kind, criterion.weight,
-                                                           reason or "no vote decided this criterion")
-                continue
-            folded = aggregate_field(field, verdicts, self._config.use_label_probs)
-            scores[field.id] = CriterionScore(
-                id=field.id, kind=criterion.kind, weight=criterion.weight, value=folded.value, source="judge",
-                agreement=folded.agreement, votes=folded.labels, rationale=folded.rationale)
+        folded = fold_votes(rubric, requests, votes, self._config.min_vote_share, self._config.use_label_probs,
+                            undecided="no vote decided this criterion")
+        scores.update(folded.scores)
+        flags, reason = folded.flags, folded.reason
 
         ordered = [scores[c.id] for c in rubric.criteria]
         preference = None if reason else weighted_mean([(s.value, s.weight) for s in ordered if s.value is not None])

@@ -20,8 +20,8 @@ from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.checks import run_check
-from rubricgate.scoring.votes import collect_votes
-from rubricgate.scoring.voting import aggregate_field, weighted_mean
+from rubricgate.scoring.votes import collect_votes, fold_votes
+from rubricgate.scoring.voting import weighted_mean
 
 
 class RubricScorer:
@@ -78,31 +78,13 @@ class RubricScorer:
 
         requests = self.requests_for(rubric, item) if requests is None else requests
         votes = await collect_votes(self._backend, requests, self._config.deadline_s, "item deadline")
-        usable = [v for v in votes if v.verdict is not None]
-        errors = [v.error for v in votes if v.error]
-        if any(v.error and v.error.startswith("VerdictParseError") for v in votes) or any(
-                v.verdict is not None and not v.complete for v in votes):
-            flags.add("parse_error")
-        if errors and usable:
-            flags.add("partial_votes")
-
-        reason: str | None = None
-        enough = len(usable) >= max(1, round(self._config.min_vote_share * len(requests)))
-        if requests and not enough:
-            reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"
-        for field in requests[0].form.fields if requests else ():
-            criterion = next(c for c in rubric.criteria if c.id == field.id)
-            verdicts = [v.verdict.fields[field.id] for v in usable if v.verdict and field.id in v.verdict.fields]
-            if not enough or not verdicts:
-                scores[field.id] = CriterionScore.unscored(field.id, criterion.kind, criterion.weight,
-                                                           reason or "no vote scored this criterion")
-                continue
-            folded = aggregate_field(field, verdicts, self._config.use_label_probs)
-            scores[field.id] = CriterionScore(
-                id=field.id, kind=criterion.kind, weight=criterion.weight, value=folded.value, source="judge",
-                agreement=folded.agreement, votes=folded.labels, rationale=folded.rationale)
-            if criterion.kind == "hard_rule" and folded.value < 0.5:
-                flags.add("hard_rule_failed")
+        folded = fold_votes(rubric, requests, votes, self._config.min_vote_share, self._config.use_label_probs)
+        scores.update(folded.scores)
+        flags |= folded.flags
+        reason = folded.reason
+        if any(s.kind == "hard_rule" and s.source == "judge" and s.value is not None and s.value < 0.5
+               for s in folded.scores.values()):
+            flags.add("hard_rule_failed")
 
         ordered = [scores[c.id] for c in rubric.criteria]
         scored = [(s.value, s.weight) for s in ordered if s.value is not None]

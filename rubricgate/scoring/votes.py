@@ -1,14 +1,19 @@
-"""Running one item's votes: each judge call caught on its own, all under one deadline."""
+"""Running one item's votes (each judge call caught on its own, all under one deadline) and
+folding them into per-criterion scores; pointwise and pairwise scoring share both steps."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from rubricgate.errors import JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.models.judging import JudgeReply, JudgeRequest, Verdict
+from rubricgate.models.reward import CriterionScore, Flag
+from rubricgate.models.rubric import Rubric
+from rubricgate.scoring.voting import aggregate_field
 
 
 @dataclass(frozen=True)
@@ -45,3 +50,47 @@ async def _vote(backend: JudgeBackend, request: JudgeRequest) -> Vote:
     except VerdictParseError as exc:
         return Vote(reply=reply, error=f"VerdictParseError: {exc}")
     return Vote(reply=reply, verdict=verdict, complete=is_complete(verdict, request.form))
+
+
+@dataclass
+class FoldedVotes:
+    """Per-criterion scores from one item's votes, the flags they raise, and why the item is
+    unscorable (None when enough votes were usable)."""
+
+    scores: dict[str, CriterionScore] = field(default_factory=dict)
+    flags: set[Flag] = field(default_factory=set)
+    reason: str | None = None
+
+
+def fold_votes(rubric: Rubric, requests: Sequence[JudgeRequest], votes: Sequence[Vote], min_vote_share: float,
+               use_label_probs: bool, undecided: str = "no vote scored this criterion") -> FoldedVotes:
+    """Aggregate each judged criterion over the usable votes.
+
+    Too few usable votes (under `min_vote_share` of those asked) make every judged criterion
+    unscored with the reason; a malformed or incomplete verdict flags `parse_error`, a mix of
+    failed and usable votes `partial_votes`.
+    """
+    out = FoldedVotes()
+    usable = [v for v in votes if v.verdict is not None]
+    errors = [v.error for v in votes if v.error]
+    if any(v.error and v.error.startswith("VerdictParseError") for v in votes) or any(
+            v.verdict is not None and not v.complete for v in votes):
+        out.flags.add("parse_error")
+    if errors and usable:
+        out.flags.add("partial_votes")
+    enough = len(usable) >= max(1, round(min_vote_share * len(requests)))
+    if requests and not enough:
+        out.reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"
+    for form_field in requests[0].form.fields if requests else ():
+        criterion = next(c for c in rubric.criteria if c.id == form_field.id)
+        verdicts = [v.verdict.fields[form_field.id] for v in usable
+                    if v.verdict and form_field.id in v.verdict.fields]
+        if not enough or not verdicts:
+            out.scores[form_field.id] = CriterionScore.unscored(form_field.id, criterion.kind, criterion.weight,
+                                                                out.reason or undecided)
+            continue
+        folded = aggregate_field(form_field, verdicts, use_label_probs)
+        out.scores[form_field.id] = CriterionScore(
+            id=form_field.id, kind=criterion.kind, weight=criterion.weight, value=folded.value, source="judge",
+            agreement=folded.agreement, votes=folded.labels, rationale=folded.rationale)
+    return out

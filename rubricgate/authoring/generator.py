@@ -13,9 +13,9 @@ fields and reads the chosen labels, so even a 270M base model takes part determi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from rubricgate.errors import JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
@@ -26,6 +26,10 @@ from rubricgate.models.judging import ChatMessage, FormField, JudgeRequest, Samp
 FREE_TEXT = VerdictForm(fields=(), rationale=False)
 """An empty form: the request asks for text, not a verdict."""
 CHOICES_TEMPLATE = "generator_choices_v1"
+FEEDBACK = ("Your reply could not be used: {problem}. Reply again with the complete, corrected JSON object only, "
+            "following the same instructions.")
+"""What a text generator is told when its reply does not parse, before it tries again."""
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -130,3 +134,33 @@ class LabelChooser:
     async def aclose(self) -> None:
         if self._owned:  # a backend shared with the judge is closed by whoever opened it
             await self._backend.aclose()
+
+
+@dataclass(frozen=True)
+class Parsed(Generic[T]):
+    """A parsed reply and how it was reached: `replies` asked for, the last problem fed back."""
+
+    value: T
+    replies: int
+    problem: str | None
+
+
+async def generate_parsed(generator: TextGenerator, template: PromptTemplate, values: dict[str, str],
+                          parse: Callable[[str], T], *, attempt: int, parse_attempts: int, temperature: float,
+                          max_tokens: int, wanted: str) -> Parsed[T]:
+    """Ask until `parse` accepts a reply: each VerdictParseError is fed back to the model as a
+    correction turn. Raises VerdictParseError naming `wanted` after `parse_attempts` replies."""
+    messages = [ChatMessage(role="system", content=template.system.safe_substitute(values)),
+                ChatMessage(role="user", content=template.user.safe_substitute(values))]
+    problem: str | None = None
+    for retry in range(parse_attempts):
+        text = await generator.generate(messages, sample_index=attempt * parse_attempts + retry,
+                                        temperature=temperature, max_tokens=max_tokens, tag=template.version)
+        try:
+            return Parsed(parse(text), retry + 1, problem)
+        except VerdictParseError as exc:
+            problem = str(exc)
+            messages += [ChatMessage(role="assistant", content=text[:8000]),
+                         ChatMessage(role="user", content=FEEDBACK.format(problem=problem))]
+    raise VerdictParseError(f"{generator.name} gave no usable {wanted} in {parse_attempts} replies; "
+                            f"last problem: {problem}")

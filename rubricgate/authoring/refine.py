@@ -39,8 +39,8 @@ from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.exploits import (
     COUNTERMEASURES, DESCRIPTIONS, PATTERNS, Observation, Pattern, suspected_exploits,
 )
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator
-from rubricgate.authoring.parse import normalise_rubric_data, parse_generated_rubric, review_rubric, revise
+from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.parse import Review, normalise_rubric_data, parse_generated_rubric, review_rubric, revise
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.fence import fence_tag, process_key
@@ -51,7 +51,6 @@ from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import describe_validation_error
 from rubricgate.models.config import BackendConfig, RetryPolicy
 from rubricgate.models.evaluation import PreferencePair
-from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from rubricgate.scoring.metrics import accuracy, pointwise_preference
@@ -60,8 +59,6 @@ META_TEMPLATE = "meta_refine_v1"
 META_CHOICES_TEMPLATE = "meta_choices_v1"
 TEMPLATE_META_JUDGE = "template"
 """`--meta-judge template`: detector findings and the countermeasure catalogue, no model."""
-_FEEDBACK = ("Your reply could not be used: {problem}. Reply again with the complete, corrected JSON object only, "
-             "following the same instructions.")
 _CLIP_PROMPT = 1200
 _CLIP_RESPONSE = 2500
 _EPS = 1e-9
@@ -327,33 +324,26 @@ class LLMMetaJudge:
         template = load_template(META_TEMPLATE)
         values = {"rubric_ref": rubric.ref, "rubric": _rubric_yaml(rubric), "signals": _signals_text(signals),
                   "count": str(len(samples)), "samples": "\n\n".join(_sample_block(s) for s in samples)}
-        messages = [ChatMessage(role="system", content=template.system.safe_substitute(values)),
-                    ChatMessage(role="user", content=template.user.safe_substitute(values))]
         ids = [s.id for s in samples]
-        problem = "?"
-        for retry in range(self._parse_attempts):
-            text = await self._generator.generate(
-                messages, sample_index=attempt * self._parse_attempts + retry, temperature=self._temperature,
-                max_tokens=self._max_tokens, tag=template.version)
-            try:
-                findings, edits, summary, notes = parse_audit(text, rubric, ids)
-                edited = apply_edits(rubric, edits, {"refined_by": self.name, "refine_template": template.version,
-                                                     "parent": rubric.version})
-                review = review_rubric(edited)
-                if review.problems:
-                    raise VerdictParseError("; ".join(review.problems))
-            except VerdictParseError as exc:
-                problem = str(exc)
-                messages += [ChatMessage(role="assistant", content=text[:8000]),
-                             ChatMessage(role="user", content=_FEEDBACK.format(problem=problem))]
-                continue
-            if retry:
-                notes.append(f"the meta-judge needed {retry + 1} replies (fed back: {problem})")
-            return Proposal(base=rubric, rubric=review.rubric, findings=findings, edits=edits,
-                            summary=summary or _summary(edits), meta_judge=self.name, sample_ids=ids,
-                            notes=notes + review.fixes)
-        raise VerdictParseError(f"meta-judge {self.name} gave no usable proposal in {self._parse_attempts} replies; "
-                                f"last problem: {problem}")
+
+        def parse(text: str) -> tuple[list[Finding], list[Edit], str, list[str], Review]:
+            findings, edits, summary, notes = parse_audit(text, rubric, ids)
+            edited = apply_edits(rubric, edits, {"refined_by": self.name, "refine_template": template.version,
+                                                 "parent": rubric.version})
+            review = review_rubric(edited)
+            if review.problems:
+                raise VerdictParseError("; ".join(review.problems))
+            return findings, edits, summary, notes, review
+
+        parsed = await generate_parsed(self._generator, template, values, parse, attempt=attempt,
+                                       parse_attempts=self._parse_attempts, temperature=self._temperature,
+                                       max_tokens=self._max_tokens, wanted="proposal")
+        findings, edits, summary, notes, review = parsed.value
+        if parsed.replies > 1:
+            notes.append(f"the meta-judge needed {parsed.replies} replies (fed back: {parsed.problem})")
+        return Proposal(base=rubric, rubric=review.rubric, findings=findings, edits=edits,
+                        summary=summary or _summary(edits), meta_judge=self.name, sample_ids=ids,
+                        notes=notes + review.fixes)
 
     async def aclose(self) -> None:
         await self._generator.aclose()

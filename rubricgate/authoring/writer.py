@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser, TextGenerator
-from rubricgate.authoring.parse import parse_generated_rubric, review_rubric, revise
+from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.parse import Review, parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
@@ -26,7 +26,6 @@ from rubricgate.judges.prompts import load_template, prompt_text
 from rubricgate.judges.registry import get_backend
 from rubricgate.judges.retry import RetryingBackend
 from rubricgate.models.config import BackendConfig, RetryPolicy
-from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item
 from rubricgate.models.rubric import Rubric
 
@@ -35,8 +34,6 @@ CONTRAST_TEMPLATE = "generator_contrast_v1"
 DISTILL_TEMPLATE = "generator_distill_v1"
 TEMPLATE_WRITER = "template"
 """`--generator template`: deterministic templates, no model at all."""
-_FEEDBACK = ("Your reply could not be used: {problem}. Reply again with the complete, corrected JSON object only, "
-             "following the same instructions.")
 _MAX_RESPONSE_CHARS = 6000
 
 
@@ -131,30 +128,22 @@ class LLMRubricWriter:
     async def _write(self, template_name: str, values: dict[str, str], rubric_id: str, attempt: int, *,
                      generic: bool, description: str | None = None) -> Draft:
         template = load_template(template_name)
-        messages = [ChatMessage(role="system", content=template.system.safe_substitute(values)),
-                    ChatMessage(role="user", content=template.user.safe_substitute(values))]
-        problem = "?"
-        for retry in range(self._parse_attempts):
-            text = await self._generator.generate(
-                messages, sample_index=attempt * self._parse_attempts + retry, temperature=self._temperature,
-                max_tokens=self._max_tokens, tag=template.version)
-            try:
-                rubric = parse_generated_rubric(text, rubric_id, description=description)
-                review = review_rubric(rubric, generic=generic)
-                if review.problems:
-                    raise VerdictParseError("; ".join(review.problems))
-            except VerdictParseError as exc:
-                problem = str(exc)
-                messages += [ChatMessage(role="assistant", content=_clip(text, 8000)),
-                             ChatMessage(role="user", content=_FEEDBACK.format(problem=problem))]
-                continue
-            notes = [*review.fixes]
-            if retry:
-                notes.append(f"the generator needed {retry + 1} replies (fed back: {problem})")
-            metadata = {"generator": self.name, "generator_template": template.version}
-            return Draft(revise(review.rubric, metadata={**review.rubric.metadata, **metadata}), notes)
-        raise VerdictParseError(f"generator {self.name} gave no usable rubric in {self._parse_attempts} "
-                                f"replies; last problem: {problem}")
+
+        def parse(text: str) -> Review:
+            review = review_rubric(parse_generated_rubric(text, rubric_id, description=description), generic=generic)
+            if review.problems:
+                raise VerdictParseError("; ".join(review.problems))
+            return review
+
+        parsed = await generate_parsed(self._generator, template, values, parse, attempt=attempt,
+                                       parse_attempts=self._parse_attempts, temperature=self._temperature,
+                                       max_tokens=self._max_tokens, wanted="rubric")
+        review = parsed.value
+        notes = [*review.fixes]
+        if parsed.replies > 1:
+            notes.append(f"the generator needed {parsed.replies} replies (fed back: {parsed.problem})")
+        metadata = {"generator": self.name, "generator_template": template.version}
+        return Draft(revise(review.rubric, metadata={**review.rubric.metadata, **metadata}), notes)
 
 
 def open_writer(spec: str, config: BackendConfig | None = None, *, shared: JudgeBackend | None = None,

@@ -28,7 +28,7 @@ def read_jsonl_models(path: Path, model: type[M], kind: str, fields: str, noun: 
     what is wrong, and an empty file is an error too.
     """
     models = []
-    for number, data in _objects(path, kind, fields):
+    for number, data in read_jsonl_objects(path, kind, fields):
         if default_id is not None and data.get("id") is None:
             data["id"] = default_id(number)
         try:
@@ -45,7 +45,9 @@ def read_jsonl_models(path: Path, model: type[M], kind: str, fields: str, noun: 
     return models
 
 
-def _objects(path: Path, kind: str, fields: str) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl_objects(path: Path, kind: str, fields: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line; `-` reads stdin. Unreadable files, bad JSON
+    and non-object lines are UsageErrors naming the file and line."""
     if str(path) == "-":
         lines = sys.stdin.read().splitlines()
     else:

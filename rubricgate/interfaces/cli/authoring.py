@@ -30,6 +30,7 @@ from rubricgate.interfaces.cli.common import (
 )
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.library.jsonl import read_jsonl_objects
 from rubricgate.library.rubric_files import describe_validation_error, resolve_rubric, write_rubric_file
 from rubricgate.models.config import BackendConfig, ScoringConfig
 from rubricgate.models.judging import SamplingParams
@@ -212,26 +213,13 @@ def diff(
 def read_ranked_prompts(path: Path, listwise: bool) -> list[RankedPrompt]:
     """Pairs (`chosen`/`rejected`) or, with `listwise`, ranked lists (`responses`, best first, with optional
     `ranks` or `scores`); with `listwise`, pair lines sharing a prompt become one ranking."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"pair file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a folder; pass a .jsonl pair file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"pair file {path} is not UTF-8 text; pass a .jsonl file") from None
+    needs = "'prompt' and either 'chosen'/'rejected' or 'responses'"
     items: list[RankedPrompt] = []
     grouped: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, data in read_jsonl_objects(path, "pair file", needs):
         where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(data, dict) or "prompt" not in data:
-            raise UsageError(f"{where}: each line needs 'prompt' and either 'chosen'/'rejected' or 'responses'")
+        if "prompt" not in data:
+            raise UsageError(f"{where}: each line needs {needs}")
         item_id = str(data.get("id", number))
         try:
             if "responses" in data:

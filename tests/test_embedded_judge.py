@@ -70,3 +70,30 @@ def test_model_is_assembled_once_and_verified_once(model_dir: Path) -> None:
     mtime = path.stat().st_mtime_ns
     assert ensure_embedded_model(model_dir) == path and path.stat().st_mtime_ns == mtime
     assert not list(model_dir.glob(".*.partial"))
+
+
+def test_context_length_comes_from_the_environment(model_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """RUBRICGATE_JUDGE_CONTEXT sizes the embedded judge's context: an item too long for it is
+    unscorable with a reason naming the variable; a value that is not a length is a usage error."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rubricgate.interfaces.cli import app
+
+    runner = CliRunner()
+    monkeypatch.setenv("RUBRICGATE_MODEL_DIR", str(model_dir))
+    long_answer = " ".join(["Paris is the capital of France."] * 150)
+    args = ["score", "--rubric", "helpfulness", "--prompt", "What is the capital of France?", "--response",
+            long_answer, "--votes", "1", "--cache", "none", "--json"]
+    monkeypatch.setenv("RUBRICGATE_JUDGE_CONTEXT", "1024")
+    short = runner.invoke(app, args)
+    result = json.loads(short.stdout)  # one item: one JSON object
+    assert result["reward"] is None and "RUBRICGATE_JUDGE_CONTEXT" in result["reason"], result
+    monkeypatch.setenv("RUBRICGATE_JUDGE_CONTEXT", "4096")
+    result = json.loads(runner.invoke(app, args).stdout)
+    assert result["reward"] is not None, result
+    monkeypatch.setenv("RUBRICGATE_JUDGE_CONTEXT", "lots")
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "RUBRICGATE_JUDGE_CONTEXT='lots'" in refused.output

@@ -296,7 +296,7 @@ def _content(text: str) -> list[ExtractedRule]:
         language = m.group(1).capitalize()
         rules.append(ExtractedRule(
             id=f"language_{language.lower()}", text=f"The response is written in {language}.", family="language",
-            pass_=f"Is entirely in {language}.", fail=f"Uses another language for all or part of it.",
+            pass_=f"Is entirely in {language}.", fail="Uses another language for all or part of it.",
             span=m.span()))
     m = re.search(rf"\b(?:list|name|give|provide|suggest|generate|write|create|come up with|recommend|share|tell me)"
                   rf"\s+(?:me\s+|us\s+)?(?:exactly\s+|only\s+|a list of\s+)?{_NUM}\s+([a-z][a-z-]*(?:\s+[a-z][a-z-]*)?)",

@@ -91,7 +91,8 @@ class LlamaCppBackend:
         tail = llm.tokenize(rest.encode(), add_bos=False, special=False)
         if len(prefix) + len(tail) + 16 * len(request.form.fields) + 8 > self._config.n_ctx:
             raise JudgeRejected(f"{self.name}: prompt has {len(prefix) + len(tail)} tokens, more than the "
-                                f"context of {self._config.n_ctx}; shorten the item or raise n_ctx")
+                                f"context of {self._config.n_ctx}; shorten the item or raise the context "
+                                "(RUBRICGATE_JUDGE_CONTEXT, or BackendConfig.n_ctx)")
         self._load_prompt(llm, prefix, tail)
         rng = random.Random(request.seed)
         pieces: list[str] = []

@@ -275,7 +275,8 @@ class VLLMBackend:
         room = self._config.n_ctx - len(ids)
         if room < _MIN_VERDICT_TOKENS * max(1, len(request.form.fields)):
             raise JudgeRejected(f"{self.name}: prompt has {len(ids)} tokens, too long for max_model_len "
-                                f"{self._config.n_ctx}; shorten the item or raise n_ctx")
+                                f"{self._config.n_ctx}; shorten the item or raise the context "
+                                "(RUBRICGATE_JUDGE_CONTEXT, or BackendConfig.n_ctx)")
         return ids
 
     def _sampling(self, request: JudgeRequest, prompt_tokens: int) -> SamplingParams:

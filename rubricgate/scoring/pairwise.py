@@ -18,7 +18,7 @@ from rubricgate.judges.prompts import PromptTemplate, load_template
 from rubricgate.models.config import ScoringConfig
 from rubricgate.models.evaluation import Matchup
 from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
-from rubricgate.models.reward import CriterionScore, Flag, RewardResult
+from rubricgate.models.reward import CriterionScore, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes

@@ -17,7 +17,7 @@ from rubricgate.library.rubric_files import load_rubric_file
 from rubricgate.models.config import BackendConfig, ScoringConfig
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
-from tests.refine.support import BAD, FIX, JUDGE, META, PAIRS, RUBRIC, SAMPLES, Scripts, write_jsonl
+from tests.refine.support import BAD, JUDGE, META, PAIRS, RUBRIC, SAMPLES, Scripts, write_jsonl
 from tests.support.openai_server import ScriptedJudgeServer
 
 runner = CliRunner(env={"COLUMNS": "200"})  # tables on one line each

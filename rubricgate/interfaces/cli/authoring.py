@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from rich.table import Table
 
 from rubricgate.authoring.consistency import ConsistencyFilter
@@ -25,7 +24,7 @@ from rubricgate.authoring.source import RankedPrompt
 from rubricgate.authoring.writer import open_writer
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
+    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console,
     rubric_dirs_from,
 )
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -71,7 +70,7 @@ def new(
         path = _target(out, name, force)
         prompts = _read_examples(examples) if examples else []
         spec = generator or DEFAULT_JUDGE
-        config = _backend_config(generator_base_url, generator_api_key_env, timeout)
+        config = backend_config(generator_base_url, generator_api_key_env, timeout)
         authored = asyncio.run(_new(principle, name, prompts, description, spec, config, attempts))
         write_rubric_file(authored.rubric, path)
         console = err_console if as_json else out_console
@@ -126,10 +125,10 @@ def contrast(
             raise UsageError(f"--out {out} is a file; pass a folder")
         if distill is not None:
             _check_id(distill)
-        judge_config = _backend_config(judge_base_url, judge_api_key_env, timeout)
+        judge_config = backend_config(judge_base_url, judge_api_key_env, timeout)
         spec = generator or judge
         generator_config = (judge_config if generator is None or (generator == judge and generator_base_url is None)
-                            else _backend_config(generator_base_url, generator_api_key_env, timeout))
+                            else backend_config(generator_base_url, generator_api_key_env, timeout))
         config = GatewayConfig(
             judge=judge, backend=judge_config,
             scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=max(300.0, 4 * timeout)),
@@ -308,12 +307,6 @@ def _read_examples(path: Path) -> list[str]:
         else:
             prompts.append(line.strip())
     return prompts
-
-
-def _backend_config(base_url: str | None, key_env: str, timeout: float) -> BackendConfig:
-    key = os.environ.get(key_env)
-    return BackendConfig(base_url=base_url, api_key=SecretStr(key) if key else None, timeout_s=timeout,
-                         model_dir=model_dir_from_env())
 
 
 def _check_id(name: str) -> None:

@@ -7,14 +7,17 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.prompts import response_text
+from rubricgate.models.config import BackendConfig
 from rubricgate.models.reward import Item
 from rubricgate.library.jsonl import read_jsonl_models
 
@@ -67,6 +70,25 @@ def cache_url_from(option: str | None) -> str | None:
 def model_dir_from_env() -> Path | None:
     env = os.environ.get("RUBRICGATE_MODEL_DIR")
     return Path(env).expanduser() if env else None
+
+
+CONTEXT_ENV = "RUBRICGATE_JUDGE_CONTEXT"
+"""Context length in tokens for judges the gateway hosts (llamacpp:, vllm:); default 4096."""
+
+
+def backend_config(base_url: str | None, key_env: str, timeout: float = 60.0) -> BackendConfig:
+    """A judge's connection settings from CLI flags and the environment: the API key from the
+    variable `key_env` names, the model folder and hosted-judge context length from RUBRICGATE_*."""
+    key = os.environ.get(key_env)
+    fields: dict[str, Any] = {}
+    context = os.environ.get(CONTEXT_ENV)
+    if context:
+        if not context.isdigit() or int(context) < 512:
+            raise UsageError(f"{CONTEXT_ENV}={context!r} is not a context length; use a whole number of tokens "
+                             "of at least 512, e.g. 8192")
+        fields["n_ctx"] = int(context)
+    return BackendConfig(base_url=base_url, api_key=SecretStr(key) if key else None, timeout_s=timeout,
+                         model_dir=model_dir_from_env(), **fields)
 
 
 def rubric_dirs_from(options: list[Path] | None) -> tuple[Path, ...]:

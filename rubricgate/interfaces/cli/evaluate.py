@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated, Optional, get_args
 
 import typer
-from pydantic import SecretStr
 from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
+    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console,
     rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import compare_variants, evaluate, main_variant, read_pairs, select_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
 from rubricgate.library.rubric_files import resolve_rubric
-from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.models.config import ScoringConfig
 from rubricgate.models.evaluation import EvalReport, EvalVariant, Mode, PreferencePair, ScoreKind, VariantReport
 from rubricgate.models.judging import SamplingParams
 from rubricgate.models.rubric import Rubric
@@ -58,11 +56,8 @@ def eval_pairs(
         chosen_scores: ScoreKind = _choice("--scores", scores, get_args(ScoreKind))  # type: ignore[assignment]
         pairs = select_pairs(read_pairs(pairs_file), limit, seed)
         variants = compare_variants(votes, chosen_mode) if compare else [main_variant(chosen_mode, votes, chosen_scores)]
-        api_key = os.environ.get(judge_api_key_env)
         config = GatewayConfig(
-            judge=judge,
-            backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(api_key) if api_key else None,
-                                  timeout_s=timeout, model_dir=model_dir_from_env()),
+            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
             scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Annotated, Optional
 
 import typer
-from pydantic import SecretStr
 
-from rubricgate.interfaces.cli.common import err_console, handle_errors, model_dir_from_env, out_console
+from rubricgate.interfaces.cli.common import backend_config, err_console, handle_errors, out_console
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.models.config import ScoringConfig
 from rubricgate.models.reward import Item
 
 app = typer.Typer(help="Check judge backends.", no_args_is_help=True)
@@ -28,9 +26,7 @@ def check(spec: Annotated[str, typer.Argument(help="Judge spec kind:model.")],
           judge_api_key_env: Annotated[str, typer.Option()] = "RUBRICGATE_JUDGE_API_KEY") -> None:
     """Send two probe items (a good and a bad answer) through the judge, uncached."""
     with handle_errors():
-        key = os.environ.get(judge_api_key_env)
-        config = GatewayConfig(judge=spec, backend=BackendConfig(
-            base_url=judge_base_url, api_key=SecretStr(key) if key else None, model_dir=model_dir_from_env()),
+        config = GatewayConfig(judge=spec, backend=backend_config(judge_base_url, judge_api_key_env),
             scoring=ScoringConfig(votes=1), cache_url=None)
         good = Item(id="good", prompt="What is the capital of France?", response="The capital of France is Paris.")
         bad = Item(id="bad", prompt="What is the capital of France?", response="I enjoy long walks on the beach.")

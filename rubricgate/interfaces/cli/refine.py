@@ -25,8 +25,8 @@ from rubricgate.authoring.refine import (
 from rubricgate.cache.versions import LIVE_EVENTS, RubricVersionStore, VersionEvent
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
-    read_items, rubric_dirs_from,
+    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console, read_items,
+    rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -83,10 +83,10 @@ def refine(
         probe_list = load_probes(probes or [], shipped_probes)
         if not pair_list and not probe_list:
             raise UsageError("nothing to gate on: pass --pairs FILE or keep the shipped probes")
-        judge_config = _backend_config(judge_base_url, judge_api_key_env, timeout)
+        judge_config = backend_config(judge_base_url, judge_api_key_env, timeout)
         spec = meta_judge or judge
         meta_config = (judge_config if spec == judge and meta_judge_base_url is None
-                       else _backend_config(meta_judge_base_url, meta_judge_api_key_env, timeout))
+                       else backend_config(meta_judge_base_url, meta_judge_api_key_env, timeout))
         config = GatewayConfig(
             judge=judge, backend=judge_config,
             scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=max(300.0, 4 * timeout)),
@@ -389,12 +389,6 @@ def _rubric_id(name: str, store: RubricVersionStore, dirs: tuple[Path, ...]) -> 
             return name, None
         raise
     return loaded.id, loaded
-
-
-def _backend_config(base_url: str | None, key_env: str, timeout: float) -> BackendConfig:
-    key = os.environ.get(key_env)
-    return BackendConfig(base_url=base_url, api_key=SecretStr(key) if key else None, timeout_s=timeout,
-                         model_dir=model_dir_from_env())
 
 
 def _gate_summary(event: VersionEvent) -> str:

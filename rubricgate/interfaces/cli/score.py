@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from pydantic import SecretStr
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, cache_url_from, err_console, handle_errors, model_dir_from_env, out_console,
-    read_items, rubric_dirs_from,
+    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, model_dir_from_env,
+    out_console, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
-from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.models.config import ScoringConfig
 from rubricgate.cache.cached import CacheCounters
 from rubricgate.models.judging import SamplingParams, TokenUsage
 from rubricgate.models.reward import Item, RewardResult
@@ -55,11 +53,8 @@ def score(
     """Score responses against a rubric with an LLM judge; rewards in [0, 1], or null with a reason."""
     with handle_errors():
         items = _items(input, prompt, response, reference)
-        api_key = os.environ.get(judge_api_key_env)
         config = GatewayConfig(
-            judge=judge,
-            backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(api_key) if api_key else None,
-                                  timeout_s=timeout, model_dir=model_dir_from_env()),
+            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
             scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -13,14 +12,14 @@ from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    cache_url_from, err_console, handle_errors, model_dir_from_env, rubric_dirs_from,
+    backend_config, cache_url_from, err_console, handle_errors, model_dir_from_env, rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.http import ServerSettings, create_app
 from rubricgate.judges.registry import DEFAULT_JUDGE
-from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.models.config import ScoringConfig
 
 
 def serve(
@@ -56,11 +55,8 @@ def serve(
         if not _is_loopback(host) and not api_key:
             raise UsageError(f"refusing to bind {host} without an API key: set RUBRICGATE_API_KEY "
                              "(clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1")
-        judge_key = os.environ.get(judge_api_key_env)
         config = GatewayConfig(
-            judge=judge,
-            backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(judge_key) if judge_key else None,
-                                  timeout_s=timeout, model_dir=model_dir_from_env()),
+            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
             scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),

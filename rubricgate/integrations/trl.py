@@ -27,7 +27,7 @@ from rubricgate.integrations._runtime import loop_thread, with_gateway
 from rubricgate.integrations.client import RewardClient
 from rubricgate.interfaces.cli.common import NO_CACHE, cache_url_from, model_dir_from_env, rubric_dirs_from
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.judges.registry import DEFAULT_JUDGE, default_concurrency
 from rubricgate.library.rubric_files import RUBRIC_SUFFIXES, describe_validation_error, resolve_rubric
 from rubricgate.models.config import BackendConfig, ScoringConfig
 from rubricgate.models.judging import ChatMessage
@@ -105,7 +105,7 @@ def rubric_reward(
     cache: str | None = DEFAULT_CACHE,
     judge_base_url: str | None = None,
     api_key: str | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     name: str | None = None,
     log_criteria: bool = True,
     **options: Any,
@@ -119,7 +119,8 @@ def rubric_reward(
         cache: SQLAlchemy URL or SQLite path; `None` or `"none"` disables the cache.
         judge_base_url: OpenAI-compatible endpoint for `openai:`/`litellm:` judges.
         api_key: the judge's API key (never logged, never part of a cache key).
-        concurrency: judge calls in flight at once.
+        concurrency: judge calls in flight at once (default 8; 256 for `vllm:` judges, whose
+            engine batches them).
         name: the function's `__name__` (TRL logs `rewards/<name>/mean`); default `rubric_<id>`.
         log_criteria: send per-criterion means and the unscorable share to TRL's `log_metric`.
         **options: further `GatewayConfig`, `ScoringConfig` or `BackendConfig` fields
@@ -146,7 +147,7 @@ def rubric_reward_sync(
     cache: str | None = DEFAULT_CACHE,
     judge_base_url: str | None = None,
     api_key: str | None = None,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     name: str | None = None,
     log_criteria: bool = True,
     **options: Any,
@@ -212,7 +213,7 @@ def remote_rubric_reward_sync(
 
 
 def _local(rubric: str | Rubric, judge: str, votes: int, cache: str | None, judge_base_url: str | None,
-           api_key: str | None, concurrency: int, name: str | None, log_criteria: bool,
+           api_key: str | None, concurrency: int | None, name: str | None, log_criteria: bool,
            options: dict[str, Any]) -> _Reward:
     """Validate everything up front, so a typo fails at setup and not hours into a run."""
     config = _gateway_config(judge, votes, cache, judge_base_url, api_key, concurrency, options)
@@ -286,7 +287,7 @@ def _remote_rubric(rubric: str | Rubric) -> str | Rubric:
 
 
 def _gateway_config(judge: str, votes: int, cache: str | None, judge_base_url: str | None, api_key: str | None,
-                    concurrency: int, options: dict[str, Any]) -> GatewayConfig:
+                    concurrency: int | None, options: dict[str, Any]) -> GatewayConfig:
     """Route each extra option to the config that owns it; an unknown one is a usage error."""
     scoring = {k: options.pop(k) for k in list(options) if k in ScoringConfig.model_fields and k not in _OWN}
     backend = {k: options.pop(k) for k in list(options) if k in BackendConfig.model_fields and k not in _OWN}
@@ -299,7 +300,8 @@ def _gateway_config(judge: str, votes: int, cache: str | None, judge_base_url: s
     try:
         return GatewayConfig(
             judge=judge,
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, **scoring),
+            scoring=ScoringConfig(votes=votes, concurrency=default_concurrency(judge, 8) if concurrency is None
+                                  else concurrency, **scoring),
             backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(api_key) if api_key else None,
                                   **backend),
             cache_url=cache_url_from(None if cache == DEFAULT_CACHE else cache or NO_CACHE),

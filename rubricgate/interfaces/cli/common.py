@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.prompts import response_text
+from rubricgate.judges.registry import default_concurrency
 from rubricgate.models.config import BackendConfig
 from rubricgate.models.reward import Item
 from rubricgate.library.jsonl import read_jsonl_models
@@ -105,3 +106,11 @@ def read_items(path: Path) -> list[Item]:
     return read_jsonl_models(path, Item, "input file", "'prompt' and 'response'", "items", default_id=str,
                              check=response_text)
 
+
+
+CONCURRENCY_HELP = "Judge calls in flight (default {default}; 256 for vllm: judges, whose engine batches them)."
+
+
+def concurrency_for(judge: str, option: int | None, default: int = 8) -> int:
+    """`--concurrency`, else the judge kind's default (see `default_concurrency`)."""
+    return option if option is not None else default_concurrency(judge, default)

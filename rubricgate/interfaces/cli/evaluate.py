@@ -13,8 +13,8 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console,
-    rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
+    handle_errors, out_console, rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import compare_variants, evaluate, main_variant, read_pairs, select_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -40,7 +40,7 @@ def eval_pairs(
     seed: Annotated[int, typer.Option(help="Seeds the sample, the presentation order and the bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=100, max=100_000, help="Bootstrap resamples for the 95% intervals.")] = 2000,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
-    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
     deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per judgment, retries included (offline: generous).")] = 900.0,
     cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
@@ -58,7 +58,8 @@ def eval_pairs(
         variants = compare_variants(votes, chosen_mode) if compare else [main_variant(chosen_mode, votes, chosen_scores)]
         config = GatewayConfig(
             judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
+            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
+                                  deadline_s=deadline),
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),

@@ -25,8 +25,8 @@ from rubricgate.authoring.refine import (
 from rubricgate.cache.versions import LIVE_EVENTS, RubricVersionStore, VersionEvent
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console, read_items,
-    rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
+    handle_errors, out_console, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -63,7 +63,7 @@ def refine(
     seed: Annotated[int, typer.Option(help="Seeds the sample.")] = 0,
     tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Largest drop in labelled-pair accuracy the gate accepts.")] = 0.02,
     probe_tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Largest rise of any one probe's reward the gate accepts (judge noise); the probes' mean may not rise at all.")] = 0.02,
-    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge or meta-judge call.")] = 120.0,
     cache: CacheOption = None,
     rubric_dir: DirOption = None,
@@ -89,7 +89,8 @@ def refine(
                        else backend_config(meta_judge_base_url, meta_judge_api_key_env, timeout))
         config = GatewayConfig(
             judge=judge, backend=judge_config,
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=max(300.0, 4 * timeout)),
+            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
+                                  deadline_s=max(300.0, 4 * timeout)),
             sampling=SamplingParams(temperature=temperature), cache_url=cache_url,
             rubric_dirs=rubric_dirs_from(rubric_dir))
         refine_config = RefineConfig(sample_size=sample, seed=seed,

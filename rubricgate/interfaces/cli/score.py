@@ -14,8 +14,8 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, model_dir_from_env,
-    out_console, read_items, rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
+    handle_errors, model_dir_from_env, out_console, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -43,7 +43,7 @@ def score(
     fallback_judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the fallback judge's API key.")] = "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
     votes: Annotated[int, typer.Option(min=1, max=64, help="Self-consistency votes per item.")] = 3,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
-    concurrency: Annotated[int, typer.Option(min=1, max=1024, help="Judge calls in flight.")] = 8,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
     deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per item, retries included.")] = 300.0,
     cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
@@ -55,7 +55,8 @@ def score(
         items = _items(input, prompt, response, reference)
         config = GatewayConfig(
             judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
+            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
+                                  deadline_s=deadline),
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),

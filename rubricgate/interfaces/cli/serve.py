@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    backend_config, cache_url_from, err_console, handle_errors, model_dir_from_env, rubric_dirs_from,
+    CONCURRENCY_HELP, backend_config, cache_url_from, concurrency_for, err_console, handle_errors, model_dir_from_env,
+    rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -34,7 +35,7 @@ def serve(
     fallback_judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the fallback judge's API key.")] = "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
     api_key: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_API_KEY", help="Bearer key clients must send (prefer the env variable).", show_default=False)] = None,
     votes: Annotated[int, typer.Option(envvar="RUBRICGATE_VOTES", min=1, max=64)] = 3,
-    concurrency: Annotated[int, typer.Option(envvar="RUBRICGATE_CONCURRENCY", min=1, max=4096)] = 32,
+    concurrency: Annotated[Optional[int], typer.Option(envvar="RUBRICGATE_CONCURRENCY", min=1, max=4096, help=CONCURRENCY_HELP.format(default=32))] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
     deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per item, retries included.")] = 300.0,
     cache: Annotated[Optional[str], typer.Option(help="Cache URL, SQLite path or 'none'.")] = None,
@@ -57,7 +58,8 @@ def serve(
                              "(clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1")
         config = GatewayConfig(
             judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=deadline),
+            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency, 32),
+                                  deadline_s=deadline),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),
             **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout,

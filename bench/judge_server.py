@@ -68,7 +68,7 @@ def main() -> None:
 
     server = ScriptedJudgeServer(latency_s=args.latency, jitter_s=args.jitter, fault_rate=args.fault_rate,
                                  seed=args.seed, fault_kinds=args.fault_kinds.split(","), default_text=args.text,
-                                 fault_delay_s=5.0)
+                                 fault_delay_s=5.0, keep_calls=1000)
     with server:
         print(server.base_url, flush=True)
         done = threading.Event()
@@ -76,7 +76,7 @@ def main() -> None:
         deadline = time.monotonic() + args.max_seconds
         while not done.is_set() and time.monotonic() < deadline:
             done.wait(0.5)
-        print(f"served {len(server.calls)} requests", file=sys.stderr)
+        print(f"served {server.call_count} requests", file=sys.stderr)
 
 
 if __name__ == "__main__":

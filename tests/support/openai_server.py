@@ -25,6 +25,7 @@ regardless of thread scheduling.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -736,6 +737,9 @@ class ScriptedJudgeServer:
         api_key: when set, chat requests must carry ``Authorization: Bearer <api_key>``
             (else 401).
         default_text: the plain-text answer when no schema is requested.
+        keep_calls: keep only the newest N calls in ``calls`` (None: all). Long load runs set
+            it so the record cannot grow without bound; ``call_count`` and ``fault_counts``
+            still count every call.
     """
 
     def __init__(
@@ -752,6 +756,7 @@ class ScriptedJudgeServer:
         model_name: str = DEFAULT_MODEL,
         api_key: str | None = None,
         default_text: str = DEFAULT_TEXT,
+        keep_calls: int | None = None,
     ) -> None:
         if not 0.0 <= fault_rate <= 1.0:
             raise ValueError("fault_rate must be within [0, 1]")
@@ -774,8 +779,10 @@ class ScriptedJudgeServer:
         self.default_text = default_text
 
         self.errors: list[BaseException] = []  # exceptions raised by scripts
-        self._calls: list[ChatCall] = []
+        self._calls: collections.deque[ChatCall] = collections.deque(maxlen=keep_calls)
         self._count = 0
+        self.fault_counts: collections.Counter[str] = collections.Counter()
+        """Injected faults by kind, over every call (also those no longer in ``calls``)."""
         self._lock = threading.Lock()
         self._registry = _TransportRegistry()
         self._thread: threading.Thread | None = None
@@ -802,9 +809,15 @@ class ScriptedJudgeServer:
 
     @property
     def calls(self) -> list[ChatCall]:
-        """A snapshot of every chat request received, in arrival order."""
+        """A snapshot of the chat requests received (the newest ``keep_calls``), in arrival order."""
         with self._lock:
             return list(self._calls)
+
+    @property
+    def call_count(self) -> int:
+        """Chat requests received since the last reset, recorded or not."""
+        with self._lock:
+            return self._count
 
     def set_script(self, script: Script | None) -> None:
         self._script = script
@@ -814,6 +827,7 @@ class ScriptedJudgeServer:
         with self._lock:
             self._calls.clear()
             self._count = 0
+            self.fault_counts.clear()
         self.errors.clear()
 
     def start(self, timeout_s: float = 10.0) -> ScriptedJudgeServer:
@@ -964,6 +978,8 @@ class ScriptedJudgeServer:
         delay = self.latency_s + rng.random() * self.jitter_s
         if fault_draw < self.fault_rate:
             call.fault = fault_kind
+            with self._lock:
+                self.fault_counts[fault_kind] += 1
             reply = self._fault_reply(fault_kind)
         else:
             try:

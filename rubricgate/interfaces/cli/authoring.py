@@ -24,7 +24,7 @@ from rubricgate.authoring.source import RankedPrompt
 from rubricgate.authoring.writer import open_writer
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console,
+    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console, print_diff,
     rubric_dirs_from,
 )
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -410,19 +410,7 @@ def _print_diff(result: RubricDiff) -> None:
     if result.empty:
         out_console.print("no differences")
         return
-    for change in result.fields:
-        out_console.print(f"~ {change.field}: {change.before!r} -> {change.after!r}", highlight=False, markup=False)
-    if result.order_changed:
-        out_console.print("~ criteria order changed", highlight=False)
-    for c in result.criteria:
-        if c.change == "added":
-            out_console.print(f"[green]+ {c.id}[/] ({c.kind}): {c.text}", highlight=False)
-        elif c.change == "removed":
-            out_console.print(f"[red]- {c.id}[/] ({c.kind}): {c.text}", highlight=False)
-        else:
-            out_console.print(f"[yellow]~ {c.id}[/]", highlight=False)
-            for f in c.fields:
-                out_console.print(f"    {f.field}: {f.before!r} -> {f.after!r}", highlight=False, markup=False)
+    print_diff(out_console, result)
     for change in result.metadata:
         out_console.print(f"  metadata {change.field}: {change.before!r} -> {change.after!r} (does not change the "
                           "version)", highlight=False, markup=False)

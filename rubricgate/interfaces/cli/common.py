@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
+from rubricgate.authoring.diff import RubricDiff
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.prompts import response_text
 from rubricgate.judges.registry import default_concurrency
@@ -114,3 +115,20 @@ CONCURRENCY_HELP = "Judge calls in flight (default {default}; 256 for vllm: judg
 def concurrency_for(judge: str, option: int | None, default: int = 8) -> int:
     """`--concurrency`, else the judge kind's default (see `default_concurrency`)."""
     return option if option is not None else default_concurrency(judge, default)
+
+
+def print_diff(console: Console, result: RubricDiff) -> None:
+    """Rubric fields changed, then criteria added (+), removed (-) and changed (~), field by field."""
+    for change in result.fields:
+        console.print(f"~ {change.field}: {change.before!r} -> {change.after!r}", highlight=False, markup=False)
+    if result.order_changed:
+        console.print("~ criteria order changed", highlight=False)
+    for c in result.criteria:
+        if c.change == "added":
+            console.print(f"[green]+ {c.id}[/] ({c.kind}): {c.text}", highlight=False)
+        elif c.change == "removed":
+            console.print(f"[red]- {c.id}[/] ({c.kind}): {c.text}", highlight=False)
+        else:
+            console.print(f"[yellow]~ {c.id}[/]", highlight=False)
+            for f in c.fields:
+                console.print(f"    {f.field}: {f.before!r} -> {f.after!r}", highlight=False, markup=False)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rubricgate.authoring.diff import RubricDiff, diff_rubrics
+from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.refine import (
     GateConfig, GateReport, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric, scored_samples,
 )
@@ -26,7 +26,7 @@ from rubricgate.cache.versions import LIVE_EVENTS, RubricVersionStore, VersionEv
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
     CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
-    handle_errors, out_console, read_items, rubric_dirs_from,
+    handle_errors, out_console, print_diff, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -261,21 +261,6 @@ def gate_table(gate: GateReport) -> Table:
         table.add_row("probes, mean score", _signed(gate.probe_mean_before), _signed(gate.probe_mean_after), limit,
                       _mark(ok))
     return table
-
-
-def print_diff(console: Console, result: RubricDiff) -> None:
-    """Criteria added (+), removed (-) and changed (~), field by field."""
-    for change in result.fields:
-        console.print(f"~ {change.field}: {change.before!r} -> {change.after!r}", highlight=False, markup=False)
-    for c in result.criteria:
-        if c.change == "added":
-            console.print(f"[green]+ {c.id}[/] ({c.kind}): {c.text}", highlight=False)
-        elif c.change == "removed":
-            console.print(f"[red]- {c.id}[/] ({c.kind}): {c.text}", highlight=False)
-        else:
-            console.print(f"[yellow]~ {c.id}[/]", highlight=False)
-            for f in c.fields:
-                console.print(f"    {f.field}: {f.before!r} -> {f.after!r}", highlight=False, markup=False)
 
 
 def history(

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
-from rubricgate.models.config import BackendConfig
+from rubricgate.interfaces.cli.common import backend_config
 
 FALLBACK_HELP = ("Judge spec that takes over when the main judge is unavailable (retries exhausted or its circuit "
                  "open); results it contributed to are flagged 'fallback'.")
@@ -16,15 +15,13 @@ FENCE_SECRET_ENV = "RUBRICGATE_FENCE_SECRET"
 
 
 def hardening_fields(fallback_judge: str | None, fallback_base_url: str | None, fallback_key_env: str,
-                     timeout_s: float, model_dir: Path | None) -> dict[str, Any]:
+                     timeout_s: float) -> dict[str, Any]:
     """GatewayConfig fields: the fallback judge (with its own URL and key, never the main judge's)
     and the fence secret from RUBRICGATE_FENCE_SECRET (replicas sharing a cache set the same one)."""
     fields: dict[str, Any] = {}
     if fallback_judge:
-        key = os.environ.get(fallback_key_env)
         fields["fallback_judge"] = fallback_judge
-        fields["fallback_backend"] = BackendConfig(base_url=fallback_base_url, api_key=SecretStr(key) if key else None,
-                                                   timeout_s=timeout_s, model_dir=model_dir)
+        fields["fallback_backend"] = backend_config(fallback_base_url, fallback_key_env, timeout_s)
     secret = os.environ.get(FENCE_SECRET_ENV)
     if secret:
         fields["fence_secret"] = SecretStr(secret)

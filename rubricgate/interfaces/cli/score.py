@@ -15,7 +15,7 @@ from rich.table import Table
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
     CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
-    handle_errors, model_dir_from_env, out_console, read_items, rubric_dirs_from,
+    handle_errors, out_console, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -60,8 +60,7 @@ def score(
             sampling=SamplingParams(temperature=temperature),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),
-            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout,
-                               model_dir_from_env()),
+            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout),
         )
         started = time.perf_counter()
         if combine not in ("and", "weighted"):

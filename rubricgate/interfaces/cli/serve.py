@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, backend_config, cache_url_from, concurrency_for, err_console, handle_errors, model_dir_from_env,
+    CONCURRENCY_HELP, backend_config, cache_url_from, concurrency_for, err_console, handle_errors,
     rubric_dirs_from,
 )
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
@@ -62,8 +62,7 @@ def serve(
                                   deadline_s=deadline),
             cache_url=cache_url_from(cache),
             rubric_dirs=rubric_dirs_from(rubric_dir),
-            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout,
-                               model_dir_from_env()),
+            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout),
         )
         refine = refine_settings(refine_every, refine_on, meta_judge, meta_judge_base_url, refine_pairs, refine_probes,
                                  refine_sample, judge, config.backend)

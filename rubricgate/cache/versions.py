@@ -26,11 +26,10 @@ from typing import Any, Literal, TypeVar, cast
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Float, Index, Integer, String, Text, insert, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from rubricgate.errors import CacheError, UsageError
-from rubricgate.cache.store import open_engine
+from rubricgate.cache.store import map_database_errors, open_engine, safe_url
 from rubricgate.models.rubric import Rubric
 
 EventKind = Literal["baseline", "refined", "rejected", "rollback"]
@@ -93,17 +92,19 @@ class VersionEvent(BaseModel):
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _database_errors(method: _F) -> _F:
-    """SQLAlchemy errors (a locked or broken database) surface as CacheError, naming the store."""
+def _database_errors(doing: str) -> Callable[[_F], _F]:
+    """Database errors (a locked or broken database) surface as CacheError naming the store,
+    through the judgment store's one mapping."""
 
-    @functools.wraps(method)
-    def wrapper(self: RubricVersionStore, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except SQLAlchemyError as exc:
-            raise CacheError(f"version store {self.url}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}") from exc
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: RubricVersionStore, *args: Any, **kwargs: Any) -> Any:
+            with map_database_errors(doing, self._where):
+                return method(self, *args, **kwargs)
 
-    return cast(_F, wrapper)
+        return cast(_F, wrapper)
+
+    return decorate
 
 
 class RubricVersionStore:
@@ -111,25 +112,26 @@ class RubricVersionStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._where = f"version store {safe_url(url)}"
         self._engine = open_engine(url, _Base.metadata, "version store")
         self._write_lock = threading.Lock()
 
     # -- reads ---------------------------------------------------------------------------
-    @_database_errors
+    @_database_errors("read")
     def current(self, rubric_id: str) -> Rubric | None:
         """The current version of a rubric, or None when it has no history."""
         with self._connect() as conn:
             version = self._current_version(conn, rubric_id)
             return self._load(conn, rubric_id, version) if version is not None else None
 
-    @_database_errors
+    @_database_errors("read")
     def get(self, rubric_id: str, version: str) -> Rubric | None:
         """A stored version; `version` may be a unique prefix (at least 4 characters)."""
         with self._connect() as conn:
             full = self._expand(conn, rubric_id, version)
             return self._load(conn, rubric_id, full) if full is not None else None
 
-    @_database_errors
+    @_database_errors("read")
     def served(self, loaded: Rubric) -> Rubric | None:
         """What to serve for a rubric loaded from its file: the store's current version when the
         store knows the file's version, None when the store has no say (no history, or a file
@@ -142,7 +144,7 @@ class RubricVersionStore:
                 return loaded
             return self._load(conn, loaded.id, version)
 
-    @_database_errors
+    @_database_errors("read")
     def history(self, rubric_id: str) -> list[VersionEvent]:
         """Every event of a rubric, oldest first; the one that set the current version is marked."""
         with self._connect() as conn:
@@ -155,14 +157,14 @@ class RubricVersionStore:
             events = [e.model_copy(update={"current": e.seq == last}) for e in events]
         return events
 
-    @_database_errors
+    @_database_errors("read")
     def rubric_ids(self) -> list[str]:
         """Rubrics with any history, sorted."""
         with self._connect() as conn:
             return sorted(conn.execute(select(RubricEventRow.rubric_id).distinct()).scalars().all())
 
     # -- writes --------------------------------------------------------------------------
-    @_database_errors
+    @_database_errors("write to")
     def ensure_baseline(self, loaded: Rubric, reason: str) -> bool:
         """Record `loaded` as a baseline (current) unless its version was live before; True when it
         recorded one."""
@@ -173,7 +175,7 @@ class RubricVersionStore:
             self._append(conn, loaded, "baseline", None, reason, {})
             return True
 
-    @_database_errors
+    @_database_errors("write to")
     def record(self, rubric: Rubric, event: EventKind, reason: str, *, parent: str | None = None,
                details: dict[str, Any] | None = None, expect_current: str | None = None) -> bool:
         """Store the version and append an event.
@@ -191,7 +193,7 @@ class RubricVersionStore:
             self._append(conn, rubric, event, parent, reason, details or {})
             return True
 
-    @_database_errors
+    @_database_errors("write to")
     def rollback(self, rubric_id: str, version: str, reason: str = "") -> tuple[Rubric, str | None]:
         """Make a stored version current again; returns it and the version it replaced.
 
@@ -252,10 +254,10 @@ class RubricVersionStore:
         row = conn.execute(select(RubricDocumentRow.document).where(
             RubricDocumentRow.rubric_id == rubric_id, RubricDocumentRow.version == version)).first()
         if row is None:
-            raise CacheError(f"version store {self.url}: event for {rubric_id}@{version} but no document")
+            raise CacheError(f"{self._where}: event for {rubric_id}@{version} but no document")
         rubric = Rubric.model_validate(json.loads(row[0]))
         if rubric.version != version:  # a document edited by hand, or a changed hashing rule
-            raise CacheError(f"version store {self.url}: document {rubric_id}@{version} hashes to {rubric.version}")
+            raise CacheError(f"{self._where}: document {rubric_id}@{version} hashes to {rubric.version}")
         return rubric
 
     def _save(self, conn: Connection, rubric: Rubric) -> None:
@@ -274,16 +276,10 @@ class RubricVersionStore:
             details=json.dumps(details, ensure_ascii=False, sort_keys=True, default=str), created_at=time.time()))
 
     def _connect(self) -> Any:
-        try:
-            return self._engine.connect()
-        except OperationalError as exc:
-            raise CacheError(f"cannot open version store {self.url}: {exc.orig}") from exc
+        return self._engine.connect()
 
     def _begin(self) -> Any:
-        try:
-            return self._engine.begin()
-        except OperationalError as exc:
-            raise CacheError(f"cannot write version store {self.url}: {exc.orig}") from exc
+        return self._engine.begin()
 
 
 def _event(row: Mapping[str, Any]) -> VersionEvent:

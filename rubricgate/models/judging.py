@@ -131,6 +131,9 @@ class JudgeReply(BaseModel):
     latency_ms: float = 0.0
     cached: bool = False
     """True when the reply came from the cache, not from the judge."""
+    cache_unavailable: bool = False
+    """True when the cache could not be read or written for this vote, so the judge answered it
+    and the reply is not stored; the scorer flags the result `cache_unavailable`."""
 
 
 class FieldVerdict(BaseModel):

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rubricgate.models.judging import ChatMessage, TokenUsage
 
-Flag = Literal["fallback", "parse_error", "injection_suspected", "hard_rule_failed", "partial_votes"]
+Flag = Literal["fallback", "parse_error", "injection_suspected", "hard_rule_failed", "partial_votes",
+               "cache_unavailable"]
 
 
 class Item(BaseModel):

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rubricgate.errors import JudgeError, VerdictParseError
+from rubricgate.errors import CacheError, JudgeError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.models.judging import JudgeReply, JudgeRequest, Verdict
@@ -43,7 +43,7 @@ async def collect_votes(backend: JudgeBackend, requests: list[JudgeRequest], dea
 async def _vote(backend: JudgeBackend, request: JudgeRequest) -> Vote:
     try:
         reply = await backend.complete(request)
-    except JudgeError as exc:
+    except (JudgeError, CacheError) as exc:  # CacheError: the cache wrapper degrades, but never crash a batch
         return Vote(error=f"{type(exc).__name__}: {exc}")
     try:
         verdict = parse_verdict(reply, request.form)
@@ -68,7 +68,8 @@ def fold_votes(rubric: Rubric, requests: Sequence[JudgeRequest], votes: Sequence
 
     Too few usable votes (under `min_vote_share` of those asked) make every judged criterion
     unscored with the reason; a malformed or incomplete verdict flags `parse_error`, a mix of
-    failed and usable votes `partial_votes`.
+    failed and usable votes `partial_votes`, a vote the cache could not serve or store
+    `cache_unavailable`.
     """
     out = FoldedVotes()
     usable = [v for v in votes if v.verdict is not None]
@@ -78,6 +79,9 @@ def fold_votes(rubric: Rubric, requests: Sequence[JudgeRequest], votes: Sequence
         out.flags.add("parse_error")
     if errors and usable:
         out.flags.add("partial_votes")
+    if any((v.reply is not None and v.reply.cache_unavailable) or (v.error or "").startswith("CacheError")
+           for v in votes):
+        out.flags.add("cache_unavailable")
     enough = len(usable) >= max(1, round(min_vote_share * len(requests)))
     if requests and not enough:
         out.reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"

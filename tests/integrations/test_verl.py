@@ -42,7 +42,7 @@ from tests.support.openai_server import ScriptedJudgeServer
 VERL_FILE = str(Path(verl_module.__file__))
 HELPFULNESS = ["addresses_request", "no_placeholders", "correctness", "completeness", "actionability", "clarity"]
 FIXED_KEYS = ["score", "unscorable", "agreement", "cached", "judge_calls", "flag/fallback", "flag/parse_error",
-              "flag/injection_suspected", "flag/hard_rule_failed", "flag/partial_votes"]
+              "flag/injection_suspected", "flag/hard_rule_failed", "flag/partial_votes", "flag/cache_unavailable"]
 
 
 @pytest.fixture(autouse=True)

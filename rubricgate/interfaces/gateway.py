@@ -259,4 +259,6 @@ def _sqlite_file(url: str | None) -> str | None:
     if not url or not url.startswith("sqlite"):
         return None
     database = make_url(url).database
+    if database and database.startswith("file:"):  # a URI filename (`?uri=true`, e.g. `mode=ro`)
+        database = database.removeprefix("file:").partition("?")[0]
     return database if database and database != ":memory:" else None

@@ -11,10 +11,16 @@ RubricGateError
 └── CacheError          the cache database could not be read or written
 ```
 
-This module imports nothing from rubricgate, so every layer may import it.
+This module imports nothing from rubricgate, so every layer may import it. `error_code` and
+`error_message` give each error the stable code and the one line the CLI and HTTP edges report,
+exception groups (a TaskGroup's failures) included.
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+ErrorCode = Literal["usage_error", "judge_unavailable", "cache_error", "internal_error"]
 
 
 class RubricGateError(Exception):
@@ -55,3 +61,39 @@ class VerdictParseError(RubricGateError):
 
 class CacheError(RubricGateError):
     """The judgment cache could not be opened, read or written."""
+
+
+def error_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group (nested ones flattened), or `exc` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in error_leaves(inner)]
+    return [exc]
+
+
+def error_code(exc: BaseException) -> ErrorCode:
+    """The stable code of an error at the CLI and HTTP edges.
+
+    An exception group (a TaskGroup's failure) whose leaves all have one code gets that code;
+    mixed or unexpected errors are `internal_error`.
+    """
+    codes = {_leaf_code(leaf) for leaf in error_leaves(exc)}
+    return codes.pop() if len(codes) == 1 else "internal_error"
+
+
+def _leaf_code(exc: BaseException) -> ErrorCode:
+    if isinstance(exc, UsageError):
+        return "usage_error"
+    if isinstance(exc, (JudgeError, VerdictParseError)):
+        return "judge_unavailable"
+    if isinstance(exc, CacheError):
+        return "cache_error"
+    return "internal_error"
+
+
+def error_message(exc: BaseException) -> str:
+    """An error on one line: its message, or its group's distinct leaf messages (unexpected
+    errors prefixed with their type)."""
+    texts = [str(leaf) if isinstance(leaf, RubricGateError) else f"{type(leaf).__name__}: {leaf}"
+             for leaf in error_leaves(exc)]
+    distinct = list(dict.fromkeys(" ".join(text.split()) for text in texts))
+    return distinct[0] + (f" (and {len(distinct) - 1} other error(s))" if len(distinct) > 1 else "")

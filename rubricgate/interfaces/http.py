@@ -8,6 +8,7 @@ every error is JSON with a message, and a Bearer key is checked when one is conf
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rubricgate.errors import RubricGateError, UsageError
+from rubricgate.errors import ErrorCode, RubricGateError, UsageError, error_code, error_message
 from rubricgate.interfaces.batcher import Batcher
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.metrics import ServerMetrics
@@ -33,6 +34,9 @@ from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
 _ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward", "/v1/rubrics/{id}/versions"}
+_ERROR_STATUS: dict[ErrorCode, int] = {"usage_error": 400, "judge_unavailable": 503, "cache_error": 503,
+                                       "internal_error": 500}
+_logger = logging.getLogger(__name__)
 OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
 """`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
 
@@ -213,9 +217,18 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         return response
 
     @app.exception_handler(RubricGateError)
-    async def usage_error(_: Request, exc: RubricGateError) -> JSONResponse:
-        status = 400 if isinstance(exc, UsageError) else 503
-        return JSONResponse({"error": type(exc).__name__, "message": str(exc)}, status_code=status)
+    @app.exception_handler(ExceptionGroup)
+    @app.exception_handler(Exception)
+    async def mapped_error(_: Request, exc: Exception) -> JSONResponse:
+        """Every error, a TaskGroup's ExceptionGroup included, as JSON with a stable `error` code:
+        400 usage_error, 503 judge_unavailable or cache_error, 500 internal_error."""
+        code = error_code(exc)
+        if code == "internal_error":
+            _logger.error("internal error answering a request", exc_info=exc)
+            message = f"internal error ({type(exc).__name__}); the server log has the details"
+        else:
+            message = error_message(exc)
+        return JSONResponse({"error": code, "message": message}, status_code=_ERROR_STATUS[code])
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

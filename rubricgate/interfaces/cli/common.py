@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rubricgate.authoring.diff import RubricDiff
-from rubricgate.errors import RubricGateError, UsageError
+from rubricgate.errors import UsageError, error_code, error_message
 from rubricgate.judges.prompts import response_text
 from rubricgate.judges.registry import default_concurrency
 from rubricgate.models.config import BackendConfig
@@ -38,17 +38,24 @@ class State:
 
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """One clear line and an exit code instead of a traceback (`--debug` shows it)."""
+    """One clear line and an exit code instead of a traceback (`--debug` shows it): 2 for a usage
+    error, else 1. An exception group (a TaskGroup's failures) is reported as its errors' kind."""
     try:
         yield
-    except RubricGateError as exc:
-        if State.debug:
-            traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE if isinstance(exc, UsageError) else EXIT_UNSCORABLE) from None
+    except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+        raise  # typer's own exits and bad-parameter messages
     except KeyboardInterrupt:
         err_console.print("interrupted: finished judgments are in the cache; rerun to resume")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        if State.debug:
+            traceback.print_exc()
+        code = error_code(exc)
+        line = error_message(exc)
+        if code == "internal_error":
+            line = f"internal error: {line} (rerun with --debug for the traceback)"
+        err_console.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE if code == "usage_error" else EXIT_UNSCORABLE) from None
 
 
 def default_cache_url() -> str:

@@ -163,7 +163,7 @@ class BodyLimit:
 def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_gateway: bool = True) -> FastAPI:
     """The reward server around an opened gateway (closed on shutdown when `owns_gateway`)."""
     settings = settings or ServerSettings()
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(cache_counters=lambda: gateway.counters)
     batcher = Batcher(gateway, max_items=settings.max_items, window_s=settings.batch_window_s)
     refiner = Refiner(gateway, settings.refine) if settings.refine is not None else None
 

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
+from rubricgate.cache.cached import CacheCounters
 from rubricgate.models.reward import RewardResult
 
 
-class ServerMetrics:
-    """Requests, latency, judge calls, cache hits, votes, unscorable items, flags, reward distribution."""
+class _CacheErrors(Collector):
+    """`rubricgate_cache_errors_total`, read from the gateway's cache counters at scrape time."""
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Callable[[], CacheCounters]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("rubricgate_cache_errors", "Cache reads and writes that failed (the votes "
+                                  "behind them were judged uncached, flag cache_unavailable)",
+                                  value=self._counters().errors)
+
+
+class ServerMetrics:
+    """Requests, latency, judge calls, cache hits and errors, votes, unscorable items, flags, rewards.
+
+    Args:
+        cache_counters: the gateway's cache counters (`lambda: gateway.counters`), for
+            `rubricgate_cache_errors_total`; None leaves that metric out.
+    """
+
+    def __init__(self, cache_counters: Callable[[], CacheCounters] | None = None) -> None:
         self.registry = CollectorRegistry()
+        if cache_counters is not None:
+            self.registry.register(_CacheErrors(cache_counters))
         self.requests = Counter("rubricgate_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)
         self.latency = Histogram("rubricgate_request_seconds", "HTTP request latency", ["endpoint"],

@@ -2,7 +2,7 @@
 distillation, diffs. Beside scoring in the layer order: it may use models, judges, library and
 scoring, never the cache or interfaces (the CLI and gateway compose it).
 
-    writer = open_writer("openai:my-model", BackendConfig(base_url=...))   # or "llamacpp:default"
+    writer = open_writer(gateway.judge("openai:my-model", free_text=True))   # None: the template writer
     authored = await generate_rubric(["Be concise", "Refuse unsafe requests"], "safe-concise", writer)
 """
 

@@ -38,7 +38,7 @@ OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "j
 
 
 class ServerSettings(BaseModel):
-    """What the server enforces; the CLI fills it from flags and RUBRICGATE_* variables."""
+    """What the server enforces; `serve` fills it from flags and `Settings`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -49,7 +49,8 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=1024, ge=1)
     """Most items (or OpenRLHF queries) in one request."""
-    max_votes: int = Field(default=16, ge=1)
+    max_votes: int = Field(default=64, ge=1)
+    """Most votes a request may ask for (RUBRICGATE_MAX_VOTES, the same cap as everywhere)."""
     unscorable_reward: Literal["batch_mean"] | float = "batch_mean"
     """What `/get_reward` returns for an unscorable sample: OpenRLHF turns every reward into a
     tensor (a null crashes it, a NaN would poison the advantages), so it gets a number: the mean

@@ -41,6 +41,10 @@ class RubricScorer:
     def config(self) -> ScoringConfig:
         return self._config
 
+    @property
+    def template(self) -> PromptTemplate:
+        return self._template
+
     def requests_for(self, rubric: Rubric, item: Item, votes: int | None = None) -> list[JudgeRequest]:
         """The judge requests (one per vote) this item needs; empty if checks decide everything.
 

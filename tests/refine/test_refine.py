@@ -17,6 +17,7 @@ from rubricgate.judges.fake import FakeBackend
 from rubricgate.judges.prompts import load_template, response_text
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import load_rubric_file
+from rubricgate.models.config import JudgeCapabilities
 from rubricgate.models.evaluation import PreferencePair
 from rubricgate.models.judging import JudgeRequest
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
@@ -153,9 +154,12 @@ async def test_offline_meta_judge_lets_a_label_filling_model_weigh_the_fix() -> 
     assert again.edits == [] and not again.rubric.version != proposal.rubric.version  # already countered
 
 
-def test_open_meta_judge_picks_the_kind_by_spec() -> None:
-    assert isinstance(open_meta_judge("template"), TemplateMetaJudge)
-    assert isinstance(open_meta_judge("fake:whatever"), LLMMetaJudge)
+def test_open_meta_judge_picks_the_kind_by_what_the_judge_can_do() -> None:
+    assert isinstance(open_meta_judge(), TemplateMetaJudge)
+    assert isinstance(open_meta_judge(FakeBackend.from_spec("whatever")), LLMMetaJudge)
+    form_filler = FakeBackend.from_spec("best")
+    form_filler.capabilities = JudgeCapabilities(free_text=False)
+    assert isinstance(open_meta_judge(form_filler), TemplateMetaJudge)
 
 
 def test_samples_shown_put_evidence_first_and_keep_file_order() -> None:

@@ -14,7 +14,7 @@ from rubricgate.authoring.diff import RubricDiff, diff_rubrics
 from rubricgate.authoring.draft import Draft
 from rubricgate.authoring.extract import ExtractedRule, extract_rules
 from rubricgate.authoring.generate import AuthoredRubric, generate_rubric
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator
+from rubricgate.authoring.llm_calls import BackendTextGenerator, Choice, LabelChooser, TextGenerator
 from rubricgate.authoring.parse import parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.phrasing import phrase_principle
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt

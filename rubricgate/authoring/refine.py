@@ -39,7 +39,7 @@ from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.exploits import (
     COUNTERMEASURES, DESCRIPTIONS, PATTERNS, Observation, Pattern, suspected_exploits,
 )
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.llm_calls import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, normalise_rubric_data, parse_generated_rubric, review_rubric, revise
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from rubricgate.authoring.draft import Draft
 from rubricgate.authoring.extract import ExtractedRule, extract_rules, instruction_part, uncovered_text
-from rubricgate.authoring.generator import Choice, LabelChooser
+from rubricgate.authoring.llm_calls import Choice, LabelChooser
 from rubricgate.authoring.parse import review_rubric
 from rubricgate.authoring.phrasing import Phrase, descriptors, phrase_principle, slug
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from rubricgate.authoring.draft import Draft
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
 from rubricgate.errors import UsageError, VerdictParseError

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser
 from rubricgate.authoring.refine import (
     Edit, GateConfig, LLMMetaJudge, RefineConfig, ScoredSample, TemplateMetaJudge, apply_edits, detect_signals,
     open_meta_judge, parse_audit, refine_rubric, run_gate, scored_samples, select_samples,

@@ -17,8 +17,8 @@ from rubricgate.judges.fake import FakeBackend
 from rubricgate.judges.prompts import load_template, response_text
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import load_rubric_file
-from rubricgate.models.evaluation import PreferencePair
 from rubricgate.models.judging import JudgeRequest
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from tests.refine.support import BAD, FIX, PADDED_SAMPLES, RUBRIC, SAMPLES, judged_value

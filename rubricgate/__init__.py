@@ -29,8 +29,8 @@ from rubricgate.judges.retry import RetryingBackend
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import load_rubric_file, parse_rubric, resolve_rubric
 from rubricgate.models.config import BackendConfig, CircuitPolicy, JudgeCapabilities, RetryPolicy, ScoringConfig
-from rubricgate.models.evaluation import EvalReport, EvalVariant, PreferencePair
 from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, Verdict
+from rubricgate.models.preference import EvalReport, EvalVariant, PreferencePair
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric, Scale
 from rubricgate.scoring.pairwise import PairwiseScorer

@@ -39,7 +39,7 @@ from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.exploits import (
     COUNTERMEASURES, DESCRIPTIONS, PATTERNS, Observation, Pattern, suspected_exploits,
 )
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.llm_calls import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, normalise_rubric_data, parse_generated_rubric, review_rubric, revise
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
@@ -47,7 +47,7 @@ from rubricgate.judges.fence import fence_tag, process_key
 from rubricgate.judges.prompts import load_template, prompt_text, response_text
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import describe_validation_error
-from rubricgate.models.evaluation import PreferencePair
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from rubricgate.scoring.metrics import accuracy, pointwise_preference

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.draft import Draft
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
 from rubricgate.errors import UsageError, VerdictParseError
@@ -32,14 +32,6 @@ DISTILL_TEMPLATE = "generator_distill_v1"
 TEMPLATE_WRITER = "template"
 """`--generator template`: deterministic templates, no model at all."""
 _MAX_RESPONSE_CHARS = 6000
-
-
-@dataclass
-class Draft:
-    """A written rubric and what the writer wants the user to know about it."""
-
-    rubric: Rubric
-    notes: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

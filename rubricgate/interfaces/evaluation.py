@@ -20,7 +20,7 @@ from rubricgate.errors import UsageError
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.judges.base import BackendWrapper, JudgeBackend
 from rubricgate.library.rubric_files import parse_rubric
-from rubricgate.models.evaluation import (
+from rubricgate.models.preference import (
     EvalReport, EvalVariant, Matchup, Mode, PairRecord, PreferencePair, ScoreKind, VariantReport,
 )
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage

@@ -16,7 +16,7 @@ from rubricgate.judges.prompts import response_text
 from rubricgate.models.judging import TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
 from rubricgate.models.rubric import RewardSpec, Rubric
-from rubricgate.scoring.checks import word_count
+from rubricgate.scoring.counts import word_count
 from rubricgate.scoring.shaping import (
     blend, clip01, combine, ensemble, gate, length_penalty, log_sigmoid, reference_metric, zscore,
 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser
 from rubricgate.authoring.refine import (
     Edit, GateConfig, LLMMetaJudge, RefineConfig, ScoredSample, TemplateMetaJudge, apply_edits, detect_signals,
     open_meta_judge, parse_audit, refine_rubric, run_gate, scored_samples, select_samples,
@@ -18,8 +18,8 @@ from rubricgate.judges.prompts import load_template, response_text
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import load_rubric_file
 from rubricgate.models.config import JudgeCapabilities
-from rubricgate.models.evaluation import PreferencePair
 from rubricgate.models.judging import JudgeRequest
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from tests.refine.support import BAD, FIX, PADDED_SAMPLES, RUBRIC, SAMPLES, judged_value

@@ -19,7 +19,7 @@ from rubricgate.interfaces.evaluation import compare_variants, evaluate, main_va
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.settings import EVAL_DEADLINE_S, Settings
 from rubricgate.library.rubric_files import resolve_rubric
-from rubricgate.models.evaluation import EvalReport, EvalVariant, Mode, PreferencePair, ScoreKind, VariantReport
+from rubricgate.models.preference import EvalReport, EvalVariant, Mode, PreferencePair, ScoreKind, VariantReport
 from rubricgate.models.rubric import Rubric
 
 

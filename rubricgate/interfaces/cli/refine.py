@@ -35,7 +35,7 @@ from rubricgate.interfaces.settings import AUTHORING_TIMEOUT_S, Settings
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import resolve_rubric, write_rubric_file
 from rubricgate.models.config import BackendConfig
-from rubricgate.models.evaluation import PreferencePair
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 

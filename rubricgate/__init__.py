@@ -19,6 +19,7 @@ from rubricgate.errors import (
 )
 from rubricgate.interfaces.evaluation import evaluate, read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
+from rubricgate.interfaces.settings import Settings, open_gateway
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fake import FakeBackend
@@ -27,9 +28,9 @@ from rubricgate.judges.registry import get_backend
 from rubricgate.judges.retry import RetryingBackend
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import load_rubric_file, parse_rubric, resolve_rubric
-from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
-from rubricgate.models.evaluation import EvalReport, EvalVariant, PreferencePair
+from rubricgate.models.config import BackendConfig, CircuitPolicy, JudgeCapabilities, RetryPolicy, ScoringConfig
 from rubricgate.models.judging import JudgeReply, JudgeRequest, SamplingParams, Verdict
+from rubricgate.models.preference import EvalReport, EvalVariant, PreferencePair
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric, Scale
 from rubricgate.scoring.pairwise import PairwiseScorer
@@ -56,6 +57,7 @@ __all__ = [
     "InjectionFinding",
     "Item",
     "JudgeBackend",
+    "JudgeCapabilities",
     "JudgeError",
     "JudgeRejected",
     "JudgeReply",
@@ -80,6 +82,7 @@ __all__ = [
     "Scale",
     "ScoredSample",
     "ScoringConfig",
+    "Settings",
     "UsageError",
     "Verdict",
     "VerdictParseError",
@@ -92,6 +95,7 @@ __all__ = [
     "get_backend",
     "load_probes",
     "load_rubric_file",
+    "open_gateway",
     "open_meta_judge",
     "open_writer",
     "parse_rubric",

@@ -12,11 +12,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
-                 "TOGETHER_API_KEY", "AZURE_API_KEY", "RUBRICGATE_JUDGE_API_KEY", "RUBRICGATE_CACHE",
-                 "RUBRICGATE_JUDGE", "RUBRICGATE_JUDGE_BASE_URL", "RUBRICGATE_RUBRIC_PATH", "RUBRICGATE_URL",
-                 "RUBRICGATE_RUBRIC", "RUBRICGATE_VOTES", "RUBRICGATE_GENERATOR", "RUBRICGATE_API_KEY", "RUBRICGATE_HOST", "RUBRICGATE_PORT",
-                 "RUBRICGATE_FALLBACK_JUDGE", "RUBRICGATE_FALLBACK_JUDGE_BASE_URL", "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
-                 "RUBRICGATE_FENCE_SECRET")
+                 "TOGETHER_API_KEY", "AZURE_API_KEY")
+KEPT = {"RUBRICGATE_TEST_MODEL_DIR", "RUBRICGATE_SOAK_S"}
+"""Test-suite knobs, not settings."""
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +23,8 @@ def _no_provider_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach a paid endpoint or pick up the developer's settings."""
     for name in PROVIDER_KEYS:
         monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("RUBRICGATE_") and n not in KEPT]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ async def test_embedded_judge_is_deterministic_and_exposes_label_probabilities(m
                         scoring=ScoringConfig(votes=2), cache_url=None)
     async with Gateway.open(cfg) as gw:
         [a] = await gw.score(ITEMS[:1], "factual-qa")
-        requests = gw.scorer.requests_for(gw.rubric("factual-qa"), ITEMS[0])
+        requests = gw.scorer().requests_for(gw.rubric("factual-qa"), ITEMS[0])
         reply = await gw.backend.complete(requests[0])
     async with Gateway.open(cfg) as gw:
         [b] = await gw.score(ITEMS[:1], "factual-qa")

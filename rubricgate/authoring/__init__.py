@@ -2,7 +2,7 @@
 distillation, diffs. Beside scoring in the layer order: it may use models, judges, library and
 scoring, never the cache or interfaces (the CLI and gateway compose it).
 
-    writer = open_writer("openai:my-model", BackendConfig(base_url=...))   # or "llamacpp:default"
+    writer = open_writer(gateway.judge("openai:my-model", free_text=True))   # None: the template writer
     authored = await generate_rubric(["Be concise", "Refuse unsafe requests"], "safe-concise", writer)
 """
 
@@ -11,14 +11,15 @@ from rubricgate.authoring.contrast import (
     Attempt, ContrastReport, InstanceOutcome, contrast_one, contrast_rubrics, distill_rubrics, rubric_id_for,
 )
 from rubricgate.authoring.diff import RubricDiff, diff_rubrics
+from rubricgate.authoring.draft import Draft
 from rubricgate.authoring.extract import ExtractedRule, extract_rules
 from rubricgate.authoring.generate import AuthoredRubric, generate_rubric
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator
+from rubricgate.authoring.llm_calls import BackendTextGenerator, Choice, LabelChooser, TextGenerator
 from rubricgate.authoring.parse import parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.phrasing import phrase_principle
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
 from rubricgate.authoring.template import TemplateRubricWriter
-from rubricgate.authoring.writer import TEMPLATE_WRITER, Draft, LLMRubricWriter, RubricWriter, open_writer
+from rubricgate.authoring.writer import TEMPLATE_WRITER, LLMRubricWriter, RubricWriter, open_writer
 
 __all__ = [
     "TEMPLATE_WRITER",

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from rubricgate.authoring.source import RankedPrompt
-from rubricgate.models.evaluation import Matchup
+from rubricgate.models.preference import Matchup
 from rubricgate.models.reward import Item
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.pairwise import PairwiseScorer

@@ -7,7 +7,7 @@ added or clarified, weights adjusted. The edited rubric is a new version only if
 gate: labelled-pair accuracy does not drop by more than a tolerance, and no adversarial probe
 scores higher than under the current version.
 
-    meta = open_meta_judge("openai:my-model", BackendConfig(base_url=...))  # llamacpp:default, template
+    meta = open_meta_judge(gateway.judge("openai:my-model", free_text=True))  # None: template
     outcome = await refine_rubric(rubric, samples, meta, score, pairs=pairs, probes=probes)
     if outcome.accepted:
         ...  # the caller stores and serves outcome.proposal.rubric
@@ -39,18 +39,15 @@ from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.exploits import (
     COUNTERMEASURES, DESCRIPTIONS, PATTERNS, Observation, Pattern, suspected_exploits,
 )
-from rubricgate.authoring.generator import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.llm_calls import BackendTextGenerator, Choice, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, normalise_rubric_data, parse_generated_rubric, review_rubric, revise
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.fence import fence_tag, process_key
 from rubricgate.judges.prompts import load_template, prompt_text, response_text
-from rubricgate.judges.registry import get_backend
-from rubricgate.judges.retry import RetryingBackend
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import describe_validation_error
-from rubricgate.models.config import BackendConfig, RetryPolicy
-from rubricgate.models.evaluation import PreferencePair
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from rubricgate.scoring.metrics import accuracy, pointwise_preference
@@ -399,19 +396,16 @@ class TemplateMetaJudge:
             await self._chooser.aclose()
 
 
-def open_meta_judge(spec: str, config: BackendConfig | None = None, *, shared: JudgeBackend | None = None,
-                    parse_attempts: int = 3, retry: RetryPolicy | None = None) -> MetaJudge:
-    """The meta-judge a spec names: `template` (no model), `llamacpp:*` (offline, the model fills
-    label slots; `shared` reuses an open backend of the same model), or any text model
-    (`openai:`, `litellm:`, `vllm:`, `fake:`), asked for free text and retried like a judge."""
-    if spec == TEMPLATE_META_JUDGE:
+def open_meta_judge(judge: JudgeBackend | None = None, *, parse_attempts: int = 3) -> MetaJudge:
+    """The meta-judge for a judge stack (build it with `Gateway.judge(spec, free_text=True)`,
+    which owns and closes it): None is the model-free `template` meta-judge; a judge that writes
+    no free text (`capabilities.free_text`, e.g. `llamacpp:*`) fills label slots offline; any
+    other judge is asked for free text."""
+    if judge is None:
         return TemplateMetaJudge()
-    if spec.partition(":")[0] == "llamacpp":
-        backend = shared if shared is not None else get_backend(spec, config)
-        return TemplateMetaJudge(LabelChooser(backend, load_template(META_CHOICES_TEMPLATE), owned=shared is None))
-    free_text = (config or BackendConfig()).model_copy(update={"structured_output": "none"})
-    backend = RetryingBackend(get_backend(spec, free_text), retry or RetryPolicy())
-    return LLMMetaJudge(BackendTextGenerator(backend), parse_attempts=parse_attempts)
+    if not judge.capabilities.free_text:
+        return TemplateMetaJudge(LabelChooser(judge, load_template(META_CHOICES_TEMPLATE), owned=False))
+    return LLMMetaJudge(BackendTextGenerator(judge, owned=False), parse_attempts=parse_attempts)
 
 
 # --------------------------------------------------------------------------- the gate

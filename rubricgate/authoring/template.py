@@ -18,12 +18,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rubricgate.authoring.draft import Draft
 from rubricgate.authoring.extract import ExtractedRule, extract_rules, instruction_part, uncovered_text
-from rubricgate.authoring.generator import Choice, LabelChooser
+from rubricgate.authoring.llm_calls import Choice, LabelChooser
 from rubricgate.authoring.parse import review_rubric
 from rubricgate.authoring.phrasing import Phrase, descriptors, phrase_principle, slug
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
-from rubricgate.authoring.writer import Draft
 from rubricgate.errors import UsageError
 from rubricgate.judges.prompts import prompt_text
 from rubricgate.models.reward import Item

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
+from rubricgate.authoring.draft import Draft
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser, TextGenerator, generate_parsed
 from rubricgate.authoring.parse import Review, parse_generated_rubric, review_rubric, revise
 from rubricgate.authoring.source import PrincipleSet, RankedPrompt
 from rubricgate.errors import UsageError, VerdictParseError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.prompts import load_template, prompt_text
-from rubricgate.judges.registry import get_backend
-from rubricgate.judges.retry import RetryingBackend
-from rubricgate.models.config import BackendConfig, RetryPolicy
 from rubricgate.models.reward import Item
 from rubricgate.models.rubric import Rubric
 
@@ -35,14 +32,6 @@ DISTILL_TEMPLATE = "generator_distill_v1"
 TEMPLATE_WRITER = "template"
 """`--generator template`: deterministic templates, no model at all."""
 _MAX_RESPONSE_CHARS = 6000
-
-
-@dataclass
-class Draft:
-    """A written rubric and what the writer wants the user to know about it."""
-
-    rubric: Rubric
-    notes: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -146,27 +135,21 @@ class LLMRubricWriter:
         return Draft(revise(review.rubric, metadata={**review.rubric.metadata, **metadata}), notes)
 
 
-def open_writer(spec: str, config: BackendConfig | None = None, *, shared: JudgeBackend | None = None,
-                parse_attempts: int = 3, retry: RetryPolicy | None = None) -> RubricWriter:
-    """The writer a generator spec names.
+def open_writer(generator: JudgeBackend | None = None, *, parse_attempts: int = 3) -> RubricWriter:
+    """The writer for a generator stack (build it with `Gateway.judge(spec, free_text=True)`,
+    which owns and closes it).
 
-    `template` needs no model. `llamacpp:*` specs name a form-filling model, so they get the
-    template writer with the model choosing labels (`shared` reuses an open backend of the same
-    model, e.g. the judge's, instead of loading it twice). Any other spec is a text generator,
-    built with structured output off so the model writes the rubric as text, and retried on
-    transient errors like a judge.
+    None is the model-free `template` writer. A generator that writes no free text
+    (`capabilities.free_text`, e.g. `llamacpp:*`) gets the template writer with the model
+    choosing labels. Any other generator writes the rubric as text.
     """
     from rubricgate.authoring.template import TemplateRubricWriter
 
-    if spec == TEMPLATE_WRITER:
+    if generator is None:
         return TemplateRubricWriter()
-    kind = spec.partition(":")[0]
-    if kind == "llamacpp":
-        backend = shared if shared is not None else get_backend(spec, config)
-        return TemplateRubricWriter(LabelChooser(backend, owned=shared is None))
-    free_text = (config or BackendConfig()).model_copy(update={"structured_output": "none"})
-    backend = RetryingBackend(get_backend(spec, free_text), retry or RetryPolicy())
-    return LLMRubricWriter(BackendTextGenerator(backend), parse_attempts=parse_attempts)
+    if not generator.capabilities.free_text:
+        return TemplateRubricWriter(LabelChooser(generator, owned=False))
+    return LLMRubricWriter(BackendTextGenerator(generator, owned=False), parse_attempts=parse_attempts)
 
 
 def _clip(text: str, limit: int) -> str:

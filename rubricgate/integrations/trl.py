@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import SecretStr, ValidationError
 
 from rubricgate.errors import JudgeUnavailable, UsageError
 from rubricgate.integrations._runtime import loop_thread, with_gateway
 from rubricgate.integrations.client import RewardClient
-from rubricgate.interfaces.cli.common import NO_CACHE, cache_url_from, model_dir_from_env, rubric_dirs_from
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE, default_concurrency
-from rubricgate.library.rubric_files import RUBRIC_SUFFIXES, describe_validation_error, resolve_rubric
+from rubricgate.interfaces.settings import NO_CACHE, Settings
+from rubricgate.library.rubric_files import RUBRIC_SUFFIXES, resolve_rubric
 from rubricgate.models.config import BackendConfig, ScoringConfig
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult
@@ -48,7 +46,7 @@ logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_CACHE = "default"
-"""RUBRICGATE_CACHE if set, else a SQLite file in the user cache dir (as the CLI does)."""
+"""The cache every entry point uses by default: RUBRICGATE_CACHE, else a SQLite file in the user cache dir."""
 
 Message = Mapping[str, Any]
 """One chat message as TRL passes it: `{"role": ..., "content": ...}` (extra keys ignored)."""
@@ -99,9 +97,9 @@ class _Reward:
 
 def rubric_reward(
     rubric: str | Rubric,
-    judge: str = DEFAULT_JUDGE,
+    judge: str | None = None,
     *,
-    votes: int = 3,
+    votes: int | None = None,
     cache: str | None = DEFAULT_CACHE,
     judge_base_url: str | None = None,
     api_key: str | None = None,
@@ -112,38 +110,36 @@ def rubric_reward(
 ) -> AsyncRewardFunction:
     """An `async def reward(prompts, completions, **columns)` for TRL's GRPOTrainer.
 
+    Every argument left out comes from `Settings` (the `RUBRICGATE_*` variables, then the
+    defaults the CLI and `serve` use too), so this function scores exactly as `rubricgate score`.
+
     Args:
         rubric: rubric id (user dirs, then the shipped library), file path, or `Rubric`.
-        judge: judge spec `kind:model`; the embedded default is a smoke-test judge only.
-        votes: self-consistency votes per completion (cached per vote).
-        cache: SQLAlchemy URL or SQLite path; `None` or `"none"` disables the cache.
+        judge: judge spec `kind:model` (default: RUBRICGATE_JUDGE, else the embedded smoke-test judge).
+        votes: self-consistency votes per completion (default: RUBRICGATE_VOTES, else 3; cached per vote).
+        cache: SQLAlchemy URL or SQLite path; `None` or `"none"` disables the cache; the default is
+            RUBRICGATE_CACHE, else the user cache dir (the CLI's cache).
         judge_base_url: OpenAI-compatible endpoint for `openai:`/`litellm:` judges.
         api_key: the judge's API key (never logged, never part of a cache key).
-        concurrency: judge calls in flight at once (default 8; 256 for `vllm:` judges, whose
-            engine batches them).
+        concurrency: judge calls in flight at once (default: RUBRICGATE_CONCURRENCY, else the
+            judge's own: 32 over HTTP, 8 embedded, 256 for `vllm:`).
         name: the function's `__name__` (TRL logs `rewards/<name>/mean`); default `rubric_<id>`.
         log_criteria: send per-criterion means and the unscorable share to TRL's `log_metric`.
         **options: further `GatewayConfig`, `ScoringConfig` or `BackendConfig` fields
             (e.g. `deadline_s=60`, `timeout_s=20`, `retry=RetryPolicy(...)`, `rubric_dirs=(...)`).
 
     A dataset column `rubric` overrides the rubric per sample; `reference` or `ground_truth`
-    becomes the item's reference. Unscorable completions get `None` (TRL ignores them).
+    becomes the item's reference. Unscorable completions get `None`.
     """
-    core = _local(rubric, judge, votes, cache, judge_base_url, api_key, concurrency, name, log_criteria, options)
-
-    async def reward(prompts: Sequence[Prompt], completions: Sequence[Completion],
-                     **columns: Any) -> list[float | None]:
-        items = core.items(prompts, completions, columns)
-        return core.finish(await loop_thread().arun(core.score(items)), columns)
-
-    return _named(reward, core.name)
+    return _async(_local(rubric, judge, votes, cache, judge_base_url, api_key, concurrency, name, log_criteria,
+                         options))
 
 
 def rubric_reward_sync(
     rubric: str | Rubric,
-    judge: str = DEFAULT_JUDGE,
+    judge: str | None = None,
     *,
-    votes: int = 3,
+    votes: int | None = None,
     cache: str | None = DEFAULT_CACHE,
     judge_base_url: str | None = None,
     api_key: str | None = None,
@@ -157,13 +153,8 @@ def rubric_reward_sync(
     Scores on the shared background loop, so it works from any thread; it raises `UsageError`
     when called inside a running event loop (await `rubric_reward`'s function there instead).
     """
-    core = _local(rubric, judge, votes, cache, judge_base_url, api_key, concurrency, name, log_criteria, options)
-
-    def reward(prompts: Sequence[Prompt], completions: Sequence[Completion], **columns: Any) -> list[float | None]:
-        items = core.items(prompts, completions, columns)
-        return core.finish(loop_thread().run(core.score(items)), columns)
-
-    return _named(reward, core.name)
+    return _sync(_local(rubric, judge, votes, cache, judge_base_url, api_key, concurrency, name, log_criteria,
+                        options))
 
 
 def remote_rubric_reward(
@@ -182,14 +173,7 @@ def remote_rubric_reward(
     trainer processes); `votes=None` uses the server's default. If the server cannot be
     reached the batch gets `None` rewards and a warning instead of killing a long run.
     """
-    core = _remote(base_url, rubric, api_key, votes, name, log_criteria, timeout_s)
-
-    async def reward(prompts: Sequence[Prompt], completions: Sequence[Completion],
-                     **columns: Any) -> list[float | None]:
-        items = core.items(prompts, completions, columns)
-        return core.finish(await loop_thread().arun(core.score(items)), columns)
-
-    return _named(reward, core.name)
+    return _async(_remote(base_url, rubric, api_key, votes, name, log_criteria, timeout_s))
 
 
 def remote_rubric_reward_sync(
@@ -203,8 +187,21 @@ def remote_rubric_reward_sync(
     timeout_s: float = 600.0,
 ) -> SyncRewardFunction:
     """Blocking twin of `remote_rubric_reward` (refuses inside a running event loop)."""
-    core = _remote(base_url, rubric, api_key, votes, name, log_criteria, timeout_s)
+    return _sync(_remote(base_url, rubric, api_key, votes, name, log_criteria, timeout_s))
 
+
+def _async(core: _Reward) -> AsyncRewardFunction:
+    """TRL's shape: awaited on the trainer's loop, scored on the shared loop thread."""
+
+    async def reward(prompts: Sequence[Prompt], completions: Sequence[Completion],
+                     **columns: Any) -> list[float | None]:
+        items = core.items(prompts, completions, columns)
+        return core.finish(await loop_thread().arun(core.score(items)), columns)
+
+    return _named(reward, core.name)
+
+
+def _sync(core: _Reward) -> SyncRewardFunction:
     def reward(prompts: Sequence[Prompt], completions: Sequence[Completion], **columns: Any) -> list[float | None]:
         items = core.items(prompts, completions, columns)
         return core.finish(loop_thread().run(core.score(items)), columns)
@@ -212,7 +209,7 @@ def remote_rubric_reward_sync(
     return _named(reward, core.name)
 
 
-def _local(rubric: str | Rubric, judge: str, votes: int, cache: str | None, judge_base_url: str | None,
+def _local(rubric: str | Rubric, judge: str | None, votes: int | None, cache: str | None, judge_base_url: str | None,
            api_key: str | None, concurrency: int | None, name: str | None, log_criteria: bool,
            options: dict[str, Any]) -> _Reward:
     """Validate everything up front, so a typo fails at setup and not hours into a run."""
@@ -286,29 +283,23 @@ def _remote_rubric(rubric: str | Rubric) -> str | Rubric:
     return rubric
 
 
-def _gateway_config(judge: str, votes: int, cache: str | None, judge_base_url: str | None, api_key: str | None,
-                    concurrency: int | None, options: dict[str, Any]) -> GatewayConfig:
-    """Route each extra option to the config that owns it; an unknown one is a usage error."""
+def _gateway_config(judge: str | None, votes: int | None, cache: str | None, judge_base_url: str | None,
+                    api_key: str | None, concurrency: int | None, options: dict[str, Any]) -> GatewayConfig:
+    """`Settings` plus these arguments; each extra option goes to the config that owns it, and
+    an unknown one is a usage error (a typo must fail at setup, not hours into a run)."""
     scoring = {k: options.pop(k) for k in list(options) if k in ScoringConfig.model_fields and k not in _OWN}
     backend = {k: options.pop(k) for k in list(options) if k in BackendConfig.model_fields and k not in _OWN}
     unknown = sorted(k for k in options if k not in GatewayConfig.model_fields or k in _OWN)
     if unknown:
         allowed = sorted({*ScoringConfig.model_fields, *BackendConfig.model_fields, *GatewayConfig.model_fields} - _OWN)
         raise UsageError(f"unknown option(s) {', '.join(unknown)} for rubric_reward; allowed: {', '.join(allowed)}")
-    backend.setdefault("model_dir", model_dir_from_env())
-    options.setdefault("rubric_dirs", rubric_dirs_from(None))
-    try:
-        return GatewayConfig(
-            judge=judge,
-            scoring=ScoringConfig(votes=votes, concurrency=default_concurrency(judge, 8) if concurrency is None
-                                  else concurrency, **scoring),
-            backend=BackendConfig(base_url=judge_base_url, api_key=SecretStr(api_key) if api_key else None,
-                                  **backend),
-            cache_url=cache_url_from(None if cache == DEFAULT_CACHE else cache or NO_CACHE),
-            **options,
-        )
-    except ValidationError as exc:
-        raise UsageError(f"rubric_reward: {describe_validation_error(exc)}") from exc
+    extra_dirs = tuple(options.pop("rubric_dirs", ()))
+    timeout_s = backend.pop("timeout_s", None)
+    settings = Settings.load()
+    return settings.gateway_config(
+        judge=judge, judge_base_url=judge_base_url, judge_api_key=api_key, votes=votes, concurrency=concurrency,
+        timeout_s=timeout_s, cache=None if cache == DEFAULT_CACHE else cache or NO_CACHE, rubric_dirs=extra_dirs,
+        scoring=scoring, backend=backend, **options)
 
 
 def _prompt(value: object) -> str | tuple[ChatMessage, ...]:

@@ -61,22 +61,19 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, get_args
 
-import platformdirs
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from rubricgate.errors import UsageError
 from rubricgate.integrations._runtime import close_at_exit, loop_thread, with_gateway
 from rubricgate.integrations.client import RewardClient
 from rubricgate.interfaces.gateway import GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.interfaces.settings import Settings
 from rubricgate.library.rubric_files import parse_rubric, resolve_rubric
-from rubricgate.models.config import BackendConfig, ScoringConfig
 from rubricgate.models.reward import Flag, Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
@@ -146,22 +143,22 @@ def compute_score_batch(data_sources: Iterable[object], solution_strs: Iterable[
 
 
 class _Settings(NamedTuple):
-    """Run-wide configuration resolved from reward_kwargs, then the environment."""
+    """Run-wide configuration: reward_kwargs over `Settings` (the environment and the defaults)."""
 
+    env: Settings
     server_url: str | None
     server_api_key: str | None
     judge: str | None
-    """Explicit judge spec; None falls back to verl's router, then the embedded judge."""
+    """Explicit judge spec; None falls back to verl's router, then the configured judge."""
     judge_base_url: str | None
-    judge_api_key: str | None
     judge_model: str | None
     router_address: str | None
-    cache_url: str | None
+    cache: str | None
+    """reward_kwargs' cache (URL, path or none); None: the configured cache."""
     rubric: str | None
     votes: int | None
     unscorable_score: float
     rubric_dirs: tuple[Path, ...]
-    model_dir: Path | None
 
 
 class _Sample(NamedTuple):
@@ -172,59 +169,41 @@ class _Sample(NamedTuple):
 
 
 def _settings(kwargs: Mapping[str, Any]) -> _Settings:
-    def option(key: str, env: str) -> str | None:
+    env = Settings.load()
+
+    def option(key: str) -> str | None:
         value = kwargs.get(key)
-        if value is None or value == "":
-            value = os.environ.get(env) or None
-        return None if value is None else str(value)
+        return None if value is None or value == "" else str(value)
 
     router = kwargs.get("reward_router_address")
-    judge_model = option("judge_model", "RUBRICGATE_JUDGE_MODEL")
+    judge_model = option("judge_model") or env.judge_model
     if judge_model is None and router:
         # verl serves its reward model under the model path its tokenizer was loaded from
         judge_model = getattr(kwargs.get("reward_model_tokenizer"), "name_or_path", None) or None
-    votes = option("votes", "RUBRICGATE_VOTES")
-    fill = option("unscorable_score", "RUBRICGATE_UNSCORABLE_SCORE")
+    votes = option("votes")
+    fill = option("unscorable_score")
     try:
         votes_n = int(votes) if votes is not None else None
-        fill_value = float(fill) if fill is not None else 0.0
+        fill_value = float(fill) if fill is not None else (env.unscorable_score or 0.0)
     except ValueError as exc:
         raise UsageError(f"verl reward_kwargs: votes must be an integer and unscorable_score a number ({exc})") \
             from None
     if not math.isfinite(fill_value):
         raise UsageError("unscorable_score must be a finite number: verl cannot train on NaN or inf")
-    rubric_path = os.environ.get("RUBRICGATE_RUBRIC_PATH", "")
-    model_dir = os.environ.get("RUBRICGATE_MODEL_DIR")
     return _Settings(
-        server_url=option("url", "RUBRICGATE_URL"),
-        server_api_key=option("api_key", "RUBRICGATE_API_KEY"),
-        judge=option("judge", "RUBRICGATE_JUDGE"),
-        judge_base_url=option("judge_base_url", "RUBRICGATE_JUDGE_BASE_URL"),
-        judge_api_key=os.environ.get("RUBRICGATE_JUDGE_API_KEY") or None,
+        env=env,
+        server_url=option("url") or env.url,
+        server_api_key=option("api_key") or (env.api_key.get_secret_value() if env.api_key else None),
+        judge=option("judge"),
+        judge_base_url=option("judge_base_url"),
         judge_model=judge_model,
         router_address=str(router) if router else None,
-        cache_url=_cache_url(option("cache", "RUBRICGATE_CACHE")),
-        rubric=option("rubric", "RUBRICGATE_RUBRIC"),
+        cache=option("cache"),
+        rubric=option("rubric") or env.rubric,
         votes=votes_n,
         unscorable_score=fill_value,
-        rubric_dirs=tuple(Path(p).expanduser() for p in rubric_path.split(os.pathsep) if p),
-        model_dir=Path(model_dir).expanduser() if model_dir else None,
+        rubric_dirs=env.rubric_dirs(),
     )
-
-
-def _cache_url(value: str | None) -> str | None:
-    """The CLI's rules (not imported: trainer workers need not load the CLI and its server).
-
-    A SQLAlchemy URL, a bare path (a SQLite file), `none` (no cache), or unset: a SQLite
-    file in the user cache dir.
-    """
-    if value is None:
-        return f"sqlite:///{Path(platformdirs.user_cache_dir('rubricgate')) / 'cache.db'}"
-    if value.lower() == "none":
-        return None
-    if "://" not in value:
-        return f"sqlite:///{Path(value).expanduser().resolve()}"
-    return value
 
 
 def _sample(solution_str: str, ground_truth: object, extra_info: Mapping[str, Any] | None,
@@ -257,13 +236,14 @@ def _judge(info: Mapping[str, Any], settings: _Settings) -> tuple[str, str | Non
         return str(info["judge"]).strip(), settings.judge_base_url
     if settings.judge:
         return settings.judge, settings.judge_base_url
-    if settings.router_address:
+    if settings.router_address and "judge" not in settings.env.model_fields_set:  # no RUBRICGATE_JUDGE
         if not settings.judge_model:
             raise UsageError("verl passed reward_router_address but no model name: set reward_kwargs.judge_model")
         address = settings.router_address.rstrip("/")
         base = address if "://" in address else f"http://{address}"
-        return f"litellm:openai/{settings.judge_model}", settings.judge_base_url or f"{base}/v1"
-    return DEFAULT_JUDGE, settings.judge_base_url
+        return (f"litellm:openai/{settings.judge_model}",
+                settings.judge_base_url or settings.env.judge_base_url or f"{base}/v1")
+    return settings.env.judge, settings.judge_base_url
 
 
 def _prompt(info: Mapping[str, Any]) -> object:
@@ -328,15 +308,8 @@ def _client(settings: _Settings) -> RewardClient:
 
 
 def _gateway_config(settings: _Settings, judge: str, base_url: str | None) -> GatewayConfig:
-    key = settings.judge_api_key
-    return GatewayConfig(
-        judge=judge,
-        backend=BackendConfig(base_url=base_url, api_key=SecretStr(key) if key else None,
-                              model_dir=settings.model_dir),
-        scoring=ScoringConfig(votes=settings.votes) if settings.votes else ScoringConfig(),
-        cache_url=settings.cache_url,
-        rubric_dirs=settings.rubric_dirs,
-    )
+    return settings.env.gateway_config(judge=judge, judge_base_url=base_url, votes=settings.votes,
+                                       cache=settings.cache)
 
 
 @lru_cache(maxsize=32)

@@ -19,10 +19,8 @@ from rubricgate.cache.keys import cache_key
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.judges.base import BackendWrapper, JudgeBackend
-from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE
-from rubricgate.judges.prompts import load_template
 from rubricgate.library.rubric_files import parse_rubric
-from rubricgate.models.evaluation import (
+from rubricgate.models.preference import (
     EvalReport, EvalVariant, Matchup, Mode, PairRecord, PreferencePair, ScoreKind, VariantReport,
 )
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage
@@ -31,8 +29,6 @@ from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.metrics import (
     PairScore, mean_agreement, order_preference, pair_metrics, pointwise_preference, swap_averaged,
 )
-from rubricgate.scoring.pairwise import PairwiseScorer
-from rubricgate.scoring.scorer import RubricScorer
 from rubricgate.library.jsonl import read_jsonl_models
 
 PLAIN_RUBRIC: Rubric = parse_rubric({
@@ -161,10 +157,7 @@ _Run = tuple[list[PairScore], list[RewardResult], str]
 async def _pointwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVariant, rubric: Rubric,
                      pairs: Sequence[PreferencePair], chosen_first: list[bool], progress: Progress | None) -> _Run:
     """Score chosen and rejected alone (in the seeded order); the higher reward wins."""
-    config = gateway.config.scoring.model_copy(update={"votes": variant.votes,
-                                                        "use_label_probs": variant.scores == "expected"})
-    template = load_template(gateway.config.template)
-    scorer = RubricScorer(backend, config, gateway.config.sampling, template, fence_key=gateway.fence_key)
+    scorer = gateway.scorer(backend, votes=variant.votes, use_label_probs=variant.scores == "expected")
     used = rubric if variant.prompt == "rubric" else PLAIN_RUBRIC
     items: list[Item] = []
     for pair, first in zip(pairs, chosen_first, strict=True):
@@ -174,7 +167,7 @@ async def _pointwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVaria
 
     requests = [scorer.requests_for(used, item) for item in items]
     results = await _in_window(gateway, requests, lambda i: scorer.score(used, items[i], requests[i]),
-                               variant, config.concurrency, progress)
+                               variant, gateway.concurrency, progress)
     scores = []
     for i, (pair, first) in enumerate(zip(pairs, chosen_first, strict=True)):
         one, two = results[2 * i], results[2 * i + 1]
@@ -182,16 +175,13 @@ async def _pointwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVaria
         scores.append(PairScore(category=pair.category,
                                 preference=pointwise_preference(for_chosen.reward, for_rejected.reward),
                                 chosen_first=first))
-    return scores, results, template.version
+    return scores, results, scorer.template.version
 
 
 async def _pairwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVariant, rubric: Rubric,
                     pairs: Sequence[PreferencePair], chosen_first: list[bool], progress: Progress | None) -> _Run:
     """Show both responses in both orders (the seeded order first); average the two preferences."""
-    config = gateway.config.scoring.model_copy(update={"votes": variant.votes,
-                                                        "use_label_probs": variant.scores == "expected"})
-    scorer = PairwiseScorer(backend, config, gateway.config.sampling, load_template(PAIRWISE_TEMPLATE),
-                            fence_key=gateway.fence_key)
+    scorer = gateway.pairwise_scorer(backend, votes=variant.votes, use_label_probs=variant.scores == "expected")
     used = rubric if variant.prompt == "rubric" else PLAIN_RUBRIC
     matchups: list[Matchup] = []
     for pair, first in zip(pairs, chosen_first, strict=True):
@@ -203,7 +193,7 @@ async def _pairwise(gateway: Gateway, backend: JudgeBackend, variant: EvalVarian
 
     requests = [scorer.requests_for(used, matchup) for matchup in matchups]
     results = await _in_window(gateway, requests, lambda i: scorer.compare(used, matchups[i], requests[i]),
-                               variant, config.concurrency, progress)
+                               variant, gateway.concurrency, progress)
     scores = []
     for i, (pair, first) in enumerate(zip(pairs, chosen_first, strict=True)):
         one, two = results[2 * i], results[2 * i + 1]

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from sqlalchemy.engine import make_url
@@ -24,6 +24,7 @@ from rubricgate.errors import CacheError, UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fence import installation_key, key_from_secret, load_or_create_key
+from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE
 from rubricgate.judges.prompts import DEFAULT_TEMPLATE, load_template
 from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
 from rubricgate.judges.retry import LimitedBackend, RetryingBackend
@@ -32,6 +33,7 @@ from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, 
 from rubricgate.models.judging import SamplingParams
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
+from rubricgate.scoring.pairwise import PairwiseScorer
 from rubricgate.scoring.scorer import RubricScorer
 from rubricgate.scoring.shaped import ShapedScorer, combine_rubrics
 
@@ -76,25 +78,31 @@ class Gateway:
 
     def __init__(self, config: GatewayConfig, backend: JudgeBackend, store: JudgmentStore | None,
                  fallback: JudgeBackend | None = None) -> None:
+        self._chosen_concurrency = config.scoring.concurrency
+        """The configured limit (None: each judge's own, `JudgeCapabilities.concurrency`)."""
+        if config.scoring.concurrency is None:
+            config = config.model_copy(update={"scoring": config.scoring.model_copy(
+                update={"concurrency": backend.capabilities.concurrency})})
         self.config = config
         self.store = store
         self.fence_key = _fence_key(config)
         self.breaker = CircuitBreakerBackend(backend, config.circuit) if config.circuit.enabled else None
-        self.retrying = RetryingBackend(LimitedBackend(self.breaker or backend, config.scoring.concurrency),
-                                        config.retry)
+        self.retrying = RetryingBackend(LimitedBackend(self.breaker or backend, self._limit(backend)), config.retry)
         self.cached = CachedBackend(self.retrying, store) if store is not None else None
         self.backend: JudgeBackend = self.cached or self.retrying
         self.fallback = FallbackBackend(self.backend, self._stack(fallback)) if fallback is not None else None
         self.backend = self.fallback or self.backend
-        self.scorer = self._scorer(self.backend)
+        self._main_scorer = self._scorer(self.backend)
         self._rubrics: dict[str, Rubric] = {}
         self.versions = RubricVersionStore(store.url) if store is not None and config.rubric_versions else None
         self._served: dict[str, Rubric] = {}
         """The live version per rubric id; replaced whole by `serve_version` (one assignment)."""
         self._synced_at: dict[str, float] = {}
-        self._extra_judges: dict[str, JudgeBackend] = {}
+        self._opened: list[JudgeBackend] = []
+        """Backends this gateway built besides the main one; closed with it."""
+        self._judges: dict[tuple[str, str, bool], JudgeBackend] = {}
         self._extra_scorers: dict[str, RubricScorer] = {}
-        self._shaped = ShapedScorer(self.scorer_for, config.judge)
+        self._shaped = ShapedScorer(self._judge_batch, config.judge, config.scoring.injection_cap)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> Gateway:
@@ -112,6 +120,11 @@ class Gateway:
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+    @property
+    def concurrency(self) -> int:
+        """Calls in flight for the run's judge (configured, or the judge's own)."""
+        return self.config.scoring.concurrency or self.backend.capabilities.concurrency
 
     @property
     def counters(self) -> CacheCounters:
@@ -159,15 +172,53 @@ class Gateway:
                 return self.rubric(name)
         return None
 
+    def judge(self, spec: str | None = None, backend: BackendConfig | None = None, *,
+              free_text: bool = False) -> JudgeBackend:
+        """A judge stack this gateway owns and closes: circuit breaker, concurrency limit, retries
+        and (for verdicts) the cache, around the backend `spec` names.
+
+        `spec` None or the run's judge gives the run's own stack. `backend` None uses the run's
+        connection settings. `free_text` asks for a writer (rubric drafts, meta-judge reviews):
+        structured output off and nothing cached; a judge that writes no free text (see
+        `JudgeCapabilities.free_text`) is returned as the form-filling judge it is, and the run's
+        own judge is then shared rather than loaded twice.
+        """
+        spec = spec or self.config.judge
+        backend = None if backend == self.config.backend else backend
+        if spec == self.config.judge and backend is None and (not free_text or not self.backend.capabilities.free_text):
+            return self.backend
+        settings = backend or self.config.backend
+        key = (spec, settings.model_dump_json(), free_text)
+        if key not in self._judges:
+            raw = get_backend(spec, settings.model_copy(update={"structured_output": "none"}) if free_text else settings)
+            self._opened.append(raw)
+            self._judges[key] = self._stack(raw, cache=not free_text)
+        return self._judges[key]
+
+    def scorer(self, judge: JudgeBackend | None = None, *, template: str | None = None,
+               **scoring: Any) -> RubricScorer:
+        """A pointwise scorer on `judge` (default: the run's stack) with the gateway's sampling and
+        fence key; `scoring` overrides `ScoringConfig` fields (e.g. `votes`, `use_label_probs`).
+        With no arguments, the run's own scorer."""
+        if judge is None and template is None and not scoring:
+            return self._main_scorer
+        return RubricScorer(judge or self.backend, self.config.scoring.model_copy(update=scoring),
+                            self.config.sampling, load_template(template or self.config.template),
+                            fence_key=self.fence_key)
+
+    def pairwise_scorer(self, judge: JudgeBackend | None = None, *, template: str = PAIRWISE_TEMPLATE,
+                        **scoring: Any) -> PairwiseScorer:
+        """A side-by-side scorer on `judge` (default: the run's stack), same sampling and fence key."""
+        return PairwiseScorer(judge or self.backend, self.config.scoring.model_copy(update=scoring),
+                              self.config.sampling, load_template(template), fence_key=self.fence_key)
+
     def scorer_for(self, judge: str) -> RubricScorer:
         """The scorer for a judge spec: the run's own, or another judge a rubric's ensemble names
         (opened on first use with the run's backend settings, sharing the cache)."""
         if judge == self.config.judge:
-            return self.scorer
+            return self._main_scorer
         if judge not in self._extra_scorers:
-            backend = get_backend(judge, self.config.backend)
-            self._extra_judges[judge] = backend
-            self._extra_scorers[judge] = self._scorer(self._stack(backend))
+            self._extra_scorers[judge] = self._scorer(self.judge(judge))
         return self._extra_scorers[judge]
 
     async def score(self, items: Sequence[Item], rubric: str | Rubric | None = None,
@@ -195,7 +246,8 @@ class Gateway:
                 on_result(index, result)
 
         if plain:
-            await self._score_plain([pairs[i] for i in plain], votes, lambda k, result: report(plain[k], result))
+            await self._judge_batch(self.config.judge, [pairs[i] for i in plain], votes,
+                                    lambda k, result: report(plain[k], result))
         for indices in shaped.values():
             rub = pairs[indices[0]][0]
             for index, result in zip(indices, await self._shaped.score_many(rub, [pairs[i][1] for i in indices], votes),
@@ -215,33 +267,48 @@ class Gateway:
         if self.versions is not None:
             self.versions.close()
         await self.backend.aclose()
-        for backend in self._extra_judges.values():
+        for backend in self._opened:
             await backend.aclose()
         if self.store is not None:
             self.store.close()
 
-    async def _score_plain(self, pairs: list[tuple[Rubric, Item]], votes: int | None,
-                           on_result: Callable[[int, RewardResult], None]) -> list[RewardResult]:
-        requests = [self.scorer.requests_for(rub, item, votes) for rub, item in pairs]  # rendered once per item
-        if self.cached is not None:
-            await self.cached.prefetch([r for item_requests in requests for r in item_requests])
+    async def _judge_batch(self, judge: str, pairs: Sequence[tuple[Rubric, Item]], votes: int | None,
+                           on_result: Callable[[int, RewardResult], None] | None = None) -> list[RewardResult]:
+        """The one scoring path (plain rubrics, and each judge of a shaped one): render every
+        item's requests once, load the batch's cached votes in a few queries, score."""
+        scorer = self.scorer_for(judge)
+        requests = [scorer.requests_for(rubric, item, votes) for rubric, item in pairs]
+        cached = self._cache_of(judge)
+        if cached is not None:
+            await cached.prefetch([r for item_requests in requests for r in item_requests])
         try:
-            return await self.scorer.score_many(pairs, on_result, requests)
+            return await scorer.score_many(pairs, on_result, requests)
         finally:
-            if self.cached is not None:
-                self.cached.forget_prefetched()
+            if cached is not None:
+                cached.forget_prefetched()
+
+    def _cache_of(self, judge: str) -> CachedBackend | None:
+        if judge == self.config.judge:
+            return self.cached
+        stack = self.judge(judge)
+        return stack if isinstance(stack, CachedBackend) else None
 
     def _scorer(self, backend: JudgeBackend) -> RubricScorer:
         return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template),
                             fence_key=self.fence_key)
 
-    def _stack(self, backend: JudgeBackend) -> JudgeBackend:
-        """Breaker, limit, retries and cache around another judge (fallback, ensemble members)."""
+    def _limit(self, backend: JudgeBackend) -> int:
+        """Calls in flight for a judge: the configured number, else what the judge asks for."""
+        return self._chosen_concurrency or backend.capabilities.concurrency
+
+    def _stack(self, backend: JudgeBackend, cache: bool = True) -> JudgeBackend:
+        """Breaker, limit, retries and cache around another judge (fallback, ensemble members,
+        writers). Only the outer layers are shared: each judge keeps its own breaker and limit."""
+        limit = self._limit(backend)
         if self.config.circuit.enabled:
             backend = CircuitBreakerBackend(backend, self.config.circuit)
-        stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, self.config.scoring.concurrency),
-                                              self.config.retry)
-        return CachedBackend(stack, self.store) if self.store is not None else stack
+        stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
+        return CachedBackend(stack, self.store) if cache and self.store is not None else stack
 
 
 def _fence_key(config: GatewayConfig) -> bytes:

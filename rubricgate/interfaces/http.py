@@ -7,7 +7,6 @@ every error is JSON with a message, and a Bearer key is checked when one is conf
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -20,13 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rubricgate.errors import ErrorCode, RubricGateError, UsageError, error_code, error_message
 from rubricgate.interfaces.batcher import Batcher
+from rubricgate.interfaces.body_limit import BodyLimit
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.metrics import ServerMetrics
-from rubricgate.interfaces.openrlhf import parse_label, prompt_text, response_from_query
+from rubricgate.interfaces.openrlhf import OpenRLHFRequest, OpenRLHFResponse, group_queries, openrlhf_response
 from rubricgate.interfaces.refiner import Refiner, RefineSettings, version_history
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import ChatMessage
@@ -37,12 +36,10 @@ _ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward", "
 _ERROR_STATUS: dict[ErrorCode, int] = {"usage_error": 400, "judge_unavailable": 503, "cache_error": 503,
                                        "internal_error": 500}
 _logger = logging.getLogger(__name__)
-OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
-"""`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
 
 
 class ServerSettings(BaseModel):
-    """What the server enforces; the CLI fills it from flags and RUBRICGATE_* variables."""
+    """What the server enforces; `serve` fills it from flags and `Settings`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,7 +50,8 @@ class ServerSettings(BaseModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=1024, ge=1)
     """Most items (or OpenRLHF queries) in one request."""
-    max_votes: int = Field(default=16, ge=1)
+    max_votes: int = Field(default=64, ge=1)
+    """Most votes a request may ask for (RUBRICGATE_MAX_VOTES, the same cap as everywhere)."""
     unscorable_reward: Literal["batch_mean"] | float = "batch_mean"
     """What `/get_reward` returns for an unscorable sample: OpenRLHF turns every reward into a
     tensor (a null crashes it, a NaN would poison the advantages), so it gets a number: the mean
@@ -95,69 +93,6 @@ class RewardRequest(BaseModel):
 
 class RewardResponse(BaseModel):
     results: list[RewardResult]
-
-
-class OpenRLHFRequest(BaseModel):
-    """OpenRLHF's remote reward request: aligned lists (prompts and labels may be omitted)."""
-
-    query: list[str] = Field(min_length=1)
-    prompts: list[str] | None = None
-    labels: list[str | None] | None = None
-
-
-class OpenRLHFResponse(BaseModel):
-    rewards: list[float]
-    scores: list[float]
-    extra_logs: dict[str, list[float]]
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for bodies over the limit, whether declared or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        # Read the whole body (at most max_bytes) before the app sees it, then replay it.
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"error": "payload_too_large",
-                           "message": f"request body exceeds {self.max_bytes} bytes; send smaller batches"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_gateway: bool = True) -> FastAPI:
@@ -305,22 +240,13 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         if len(prompts) != n or len(labels) != n:
             raise UsageError(f"query, prompts and labels must have the same length ({n}, {len(prompts)}, {len(labels)})")
         known = {p.stem for p in iter_rubric_files(gateway.config.rubric_dirs)}
-        groups: dict[str, tuple[Rubric, list[int], list[Item]]] = {}
-        for i, (query, prompt, label) in enumerate(zip(body.query, prompts, labels, strict=True)):
-            spec = parse_label(label, known)
-            rubric = _principle_rubric(spec.principle) if spec.principle and not spec.rubric else rubric_for(spec.rubric)
-            item = Item(id=str(i), prompt=prompt_text(prompt), response=response_from_query(query, prompt),
-                        reference=spec.reference)
-            group = groups.setdefault(rubric.ref, (rubric, [], []))
-            group[1].append(i)
-            group[2].append(item)
         results: list[RewardResult | None] = [None] * n
-        for rubric, indices, items in groups.values():
-            for index, result in zip(indices, await scored(rubric, items), strict=True):
+        for group in group_queries(body.query, prompts, labels, known, rubric_for):
+            for index, result in zip(group.indices, await scored(group.rubric, group.items), strict=True):
                 results[index] = result
         done = [r for r in results if r is not None]
         metrics.observe(done)
-        return _openrlhf_response(done, settings.unscorable_reward)
+        return openrlhf_response(done, settings.unscorable_reward)
 
     return app
 
@@ -334,32 +260,3 @@ def with_reward_override(rubric: Rubric, override: dict[str, Any]) -> Rubric:
 
 def _too_many(count: int, limit: int) -> StarletteHTTPException:
     return StarletteHTTPException(413, f"{count} items in one request; this server takes at most {limit}: split the batch")
-
-
-def _principle_rubric(principle: str) -> Rubric:
-    """A one-criterion rubric for a label that carries a principle (RewardAnything style)."""
-    return parse_rubric({
-        "id": "label-principle",
-        "description": "Principle given by the training label.",
-        "principles": [principle],
-        "criteria": [{"id": "principle", "kind": "principle",
-                      "text": f"The response follows this principle: {principle}"}],
-    }, "label principle")
-
-
-def _openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean"] | float) -> OpenRLHFResponse:
-    scored = [r.reward for r in results if r.reward is not None]
-    if unscorable == "batch_mean":
-        fallback = sum(scored) / len(scored) if scored else 0.5
-    else:
-        fallback = float(unscorable)
-    rewards = [r.reward if r.reward is not None else fallback for r in results]
-    logs = {
-        "unscorable": [float(r.reward is None) for r in results],
-        "agreement": [r.agreement if r.agreement is not None else 0.0 for r in results],
-        "hard_rule_failed": [float("hard_rule_failed" in r.flags) for r in results],
-        "cached": [float(r.cached) for r in results],
-        "judge_calls": [float(r.judge_calls) for r in results],
-        "latency_s": [r.latency_ms / 1000 for r in results],
-    }
-    return OpenRLHFResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)

@@ -1,4 +1,5 @@
-"""OpenRLHF's remote reward contract: recover the response from `query`, the rubric from `label`.
+"""OpenRLHF's remote reward contract (`/get_reward`): its request and response, the response
+recovered from `query`, the rubric from `label`, and queries grouped by rubric for scoring.
 
 OpenRLHF sends `query` = prompt + response decoded with special tokens, so the response is
 what follows the prompt, minus chat-template end tokens and padding. A label may name a
@@ -9,7 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from rubricgate.library.rubric_files import parse_rubric
+from rubricgate.models.reward import Item, RewardResult
+from rubricgate.models.rubric import Rubric
+
+OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
+"""`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
 
 # End-of-turn, end-of-text and padding tokens of common chat templates, and role headers
 # that a template may put after the prompt before the response.
@@ -24,6 +36,20 @@ _ROLE_HEADER = re.compile(
     r"^\s*(?:<\|im_start\|>assistant\n|<\|start_header_id\|>assistant<\|end_header_id\|>\s*"
     r"|<start_of_turn>model\n|<\|assistant\|>\n?|assistant\n)"
 )
+
+
+class OpenRLHFRequest(BaseModel):
+    """OpenRLHF's remote reward request: aligned lists (prompts and labels may be omitted)."""
+
+    query: list[str] = Field(min_length=1)
+    prompts: list[str] | None = None
+    labels: list[str | None] | None = None
+
+
+class OpenRLHFResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
 
 
 def response_from_query(query: str, prompt: str) -> str:
@@ -82,3 +108,63 @@ def parse_label(label: str | None, known_rubrics: set[str]) -> LabelSpec:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
+
+
+@dataclass
+class QueryGroup:
+    """The queries of one request that share a rubric: scored together in one batch."""
+
+    rubric: Rubric
+    indices: list[int] = field(default_factory=list)
+    """Positions in the request's `query`, so results go back in request order."""
+    items: list[Item] = field(default_factory=list)
+
+
+def group_queries(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str | None],
+                  known_rubrics: set[str], rubric_for: Callable[[str | None], Rubric]) -> list[QueryGroup]:
+    """Aligned queries, prompts and labels as items grouped by rubric, in first-seen order.
+
+    `rubric_for` resolves a rubric name (None: the default rubric); a label that carries only a
+    principle gets a one-criterion rubric for it.
+    """
+    groups: dict[str, QueryGroup] = {}
+    for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
+        spec = parse_label(label, known_rubrics)
+        rubric = principle_rubric(spec.principle) if spec.principle and not spec.rubric else rubric_for(spec.rubric)
+        item = Item(id=str(i), prompt=prompt_text(prompt), response=response_from_query(query, prompt),
+                    reference=spec.reference)
+        group = groups.setdefault(rubric.ref, QueryGroup(rubric))
+        group.indices.append(i)
+        group.items.append(item)
+    return list(groups.values())
+
+
+def principle_rubric(principle: str) -> Rubric:
+    """A one-criterion rubric for a label that carries a principle (RewardAnything style)."""
+    return parse_rubric({
+        "id": "label-principle",
+        "description": "Principle given by the training label.",
+        "principles": [principle],
+        "criteria": [{"id": "principle", "kind": "principle",
+                      "text": f"The response follows this principle: {principle}"}],
+    }, "label principle")
+
+
+def openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean"] | float) -> OpenRLHFResponse:
+    """Rewards OpenRLHF can turn into a tensor: an unscorable sample gets the batch mean of the
+    scored ones (or the fixed `unscorable` value) and is flagged in `extra_logs["unscorable"]`."""
+    scored = [r.reward for r in results if r.reward is not None]
+    if unscorable == "batch_mean":
+        fallback = sum(scored) / len(scored) if scored else 0.5
+    else:
+        fallback = float(unscorable)
+    rewards = [r.reward if r.reward is not None else fallback for r in results]
+    logs = {
+        "unscorable": [float(r.reward is None) for r in results],
+        "agreement": [r.agreement if r.agreement is not None else 0.0 for r in results],
+        "hard_rule_failed": [float("hard_rule_failed" in r.flags) for r in results],
+        "cached": [float(r.cached) for r in results],
+        "judge_calls": [float(r.judge_calls) for r in results],
+        "latency_s": [r.latency_ms / 1000 for r in results],
+    }
+    return OpenRLHFResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)

@@ -35,7 +35,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rubricgate.authoring.refine import (
-    GateConfig, MetaJudge, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric, scored_samples,
+    TEMPLATE_META_JUDGE, GateConfig, MetaJudge, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric,
+    scored_samples,
 )
 from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.interfaces.evaluation import read_pairs
@@ -317,8 +318,8 @@ class Refiner:
     def _meta_judge(self) -> MetaJudge:
         if self._meta is None:
             spec = self.settings.meta_judge
-            shared = self._gateway.backend if spec == self._gateway.config.judge else None
-            self._meta = open_meta_judge(spec, self.settings.meta_backend, shared=shared)
+            self._meta = open_meta_judge(None if spec == TEMPLATE_META_JUDGE else
+                                         self._gateway.judge(spec, self.settings.meta_backend, free_text=True))
         return self._meta
 
 

@@ -16,7 +16,7 @@ from litellm import exceptions as errors  # noqa: E402
 
 from rubricgate.errors import JudgeRejected, JudgeUnavailable  # noqa: E402
 from rubricgate.judges.base import redact  # noqa: E402
-from rubricgate.models.config import BackendConfig  # noqa: E402
+from rubricgate.models.config import BackendConfig, JudgeCapabilities  # noqa: E402
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -41,6 +41,10 @@ class LiteLLMBackend:
     @property
     def name(self) -> str:
         return f"litellm:{self._model}"
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        return JudgeCapabilities(concurrency=32)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         started = time.perf_counter()

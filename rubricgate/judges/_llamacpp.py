@@ -27,7 +27,7 @@ import llama_cpp
 from llama_cpp import Llama
 
 from rubricgate.errors import JudgeRejected, UsageError
-from rubricgate.models.config import BackendConfig
+from rubricgate.models.config import BackendConfig, JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage
 
 _ANSWER_CUE = "\n\nJSON verdict:\n"
@@ -65,6 +65,12 @@ class LlamaCppBackend:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        # One context answers one call at a time; a few queued keep it busy. A small base model
+        # fills forms with label probabilities but writes no usable free text.
+        return JudgeCapabilities(concurrency=8, label_probs=True, free_text=False, context_tokens=self._config.n_ctx)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         async with self._lock:  # one context, one caller; never block the event loop

@@ -21,7 +21,7 @@ from rubricgate.errors import JudgeRejected, JudgeUnavailable
 from rubricgate.http_pool import LoopSession, error_message
 from rubricgate.judges.base import redact
 from rubricgate.judges.label_probs import label_probs, score_slots
-from rubricgate.models.config import BackendConfig
+from rubricgate.models.config import BackendConfig, JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage, VerdictForm
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -45,6 +45,10 @@ class OpenAIBackend:
     @property
     def name(self) -> str:
         return f"openai:{self._model}" + ("+logprobs" if self._logprobs else "")
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        return JudgeCapabilities(concurrency=32, label_probs=self._logprobs)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         started = time.perf_counter()

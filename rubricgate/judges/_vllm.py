@@ -35,7 +35,7 @@ from vllm.sampling_params import StructuredOutputsParams
 
 from rubricgate.errors import JudgeRejected, JudgeUnavailable
 from rubricgate.judges.label_probs import label_probs, score_slots
-from rubricgate.models.config import BackendConfig
+from rubricgate.models.config import BackendConfig, JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage, VerdictForm
 
 if TYPE_CHECKING:
@@ -103,6 +103,11 @@ class VLLMBackend:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        # The engine batches whatever is in flight, so it gets a full batch by default.
+        return JudgeCapabilities(concurrency=256, batches=True, label_probs=True, context_tokens=self._config.n_ctx)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         future: asyncio.Future[JudgeReply] = asyncio.get_running_loop().create_future()

@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
+from rubricgate.models.config import JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 
 
@@ -21,6 +22,11 @@ class JudgeBackend(Protocol):
     @property
     def prefers_rationale(self) -> bool:
         """Whether the verdict should ask for rationales (tiny in-process models skip them)."""
+        ...
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        """Batching, label probabilities, free text, context size and default concurrency."""
         ...
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
@@ -45,6 +51,10 @@ class BackendWrapper:
     @property
     def prefers_rationale(self) -> bool:
         return self._inner.prefers_rationale
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        return self._inner.capabilities
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         return await self._inner.complete(request)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from rubricgate.errors import CircuitOpen, JudgeError, JudgeRejected, JudgeUnavailable
 from rubricgate.judges.base import BackendWrapper, JudgeBackend
-from rubricgate.models.config import CircuitPolicy
+from rubricgate.models.config import CircuitPolicy, JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,10 @@ class FallbackBackend:
     @property
     def prefers_rationale(self) -> bool:
         return self._primary.prefers_rationale
+
+    @property
+    def capabilities(self) -> JudgeCapabilities:
+        return self._primary.capabilities
 
     @property
     def fallback_name(self) -> str:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rubricgate.models.config import JudgeCapabilities
 from rubricgate.models.judging import JudgeReply, JudgeRequest, TokenUsage, VerdictForm
 
 
@@ -37,6 +38,7 @@ class FakeBackend:
     prefers_rationale: bool = True
     record: bool = True
     """Keep every request in `requests` (for tests); off for `fake:` specs, which may serve for days."""
+    capabilities: JudgeCapabilities = field(default_factory=JudgeCapabilities)
 
     @classmethod
     def from_spec(cls, model: str) -> FakeBackend:

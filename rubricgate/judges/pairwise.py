@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from rubricgate.judges.fence import fence_tag, installation_key
 from rubricgate.judges.prompts import PromptTemplate, prompt_text, verdict_example
-from rubricgate.models.evaluation import Matchup
 from rubricgate.models.judging import ChatMessage, FormField, VerdictForm
+from rubricgate.models.preference import Matchup
 from rubricgate.models.reward import Item
 from rubricgate.models.rubric import Criterion, Rubric
 

@@ -73,16 +73,6 @@ _FACTORIES: dict[str, Factory] = {"llamacpp": _llamacpp, "openai": _openai, "lit
                                   "fake": _fake}
 
 
-BATCHING_KINDS = {"vllm": 256}
-"""Judge kinds that batch what is in flight (the vLLM engine schedules it): their default
-concurrency is the batch they get, so it is sized for the engine, not for an HTTP server."""
-
-
-def default_concurrency(spec: str, otherwise: int) -> int:
-    """Judge calls in flight when the user sets none: a batching engine gets a full batch."""
-    return BATCHING_KINDS.get(spec.partition(":")[0], otherwise)
-
-
 def get_backend(spec: str, config: BackendConfig | None = None) -> JudgeBackend:
     """Build the backend a `kind:model` spec names, e.g. `litellm:openai/gpt-4o-mini`."""
     kind, sep, model = spec.partition(":")

@@ -47,8 +47,9 @@ class ScoringConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     votes: int = Field(default=3, ge=1, le=64)
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    """Judge calls in flight at once for this judge."""
+    concurrency: int | None = Field(default=None, ge=1, le=4096)
+    """Judge calls in flight at once for this judge; None: what the judge asks for
+    (`JudgeCapabilities.concurrency`: 32 over HTTP, 256 for an in-process vLLM engine)."""
     deadline_s: float = Field(default=300.0, gt=0)
     """Per-item wall-clock budget; a late item is unscorable, its finished votes stay cached."""
     use_label_probs: bool = True
@@ -77,3 +78,21 @@ class CircuitPolicy(BaseModel):
     open_s: float = Field(default=10.0, gt=0)
     """How long an open circuit fails calls at once (or hands them to the fallback judge) before
     letting one probe call through; the probe's success closes it."""
+
+
+class JudgeCapabilities(BaseModel):
+    """What a judge backend can do, stated by the backend itself: callers ask, never parse specs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=32, ge=1)
+    """Calls in flight when the user sets none: what keeps this judge busy without swamping it."""
+    batches: bool = False
+    """Schedules concurrent calls as one batch (an in-process engine): give it many in flight."""
+    label_probs: bool = False
+    """Returns label probabilities, so one call can yield an expected score."""
+    free_text: bool = True
+    """Writes usable free text (rubric drafts, meta-judge reviews). A small form-filling model
+    does not: authoring then lets it choose labels in templates instead."""
+    context_tokens: int | None = None
+    """Prompt plus reply budget in tokens, when the gateway hosts the model; None: the provider's."""

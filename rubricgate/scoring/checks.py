@@ -12,8 +12,8 @@ from rubricgate.models.rubric import (
     MaxChars, MaxSentences, MaxWords, MinSentences, MinWords, NoPlaceholders, NotRegex, Paragraphs, Regex,
     RequiredSections, StartsWith,
 )
+from rubricgate.scoring.counts import sentence_count, word_count
 
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _CODE_BLOCK = re.compile(r"```([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 _PLACEHOLDER = re.compile(
     r"\[[A-Z][\w'.-]{2,}(?: [\w'.-]+){0,4}\]"  # [NAME], [Your Name], [Dates]; not arr[i] or a[N]
@@ -25,15 +25,6 @@ _PLACEHOLDER = re.compile(
 def run_check(check: Check, response: str) -> tuple[bool, str]:
     """(passed, what was found) for one check on one response."""
     return _run(check, response)
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
-def sentence_count(text: str) -> int:
-    """Sentences, split after . ! ? followed by whitespace or the end (no NLTK data needed)."""
-    return len([s for s in _SENTENCE_END.split(text.strip()) if s.strip()])
 
 
 def _json_text(response: str) -> str:

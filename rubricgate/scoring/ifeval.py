@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any, Literal
 
 from rubricgate.errors import UsageError
+from rubricgate.scoring.counts import sentence_count
 
 _OWN = {"length_constraints:number_sentences", "change_case:capital_word_frequency"}
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -82,8 +83,6 @@ def _own_check(instruction: str, kwargs: dict[str, Any], response: str) -> tuple
     if relation not in ("less than", "at least"):
         raise UsageError(f"IFEval {instruction}: relation must be 'less than' or 'at least', got {relation!r}")
     if instruction == "length_constraints:number_sentences":
-        from rubricgate.scoring.checks import sentence_count
-
         count, threshold = sentence_count(response), int(kwargs["num_sentences"])
     else:
         count = sum(1 for token in _WORD.findall(response) if token.isupper())

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rubricgate.models.evaluation import AccuracyStats
+from rubricgate.models.preference import AccuracyStats
 
 _EPS = 1e-9
 

@@ -16,13 +16,13 @@ from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE, pairwise_form, render_pair_messages
 from rubricgate.judges.prompts import PromptTemplate, load_template
 from rubricgate.models.config import ScoringConfig
-from rubricgate.models.evaluation import Matchup
 from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
+from rubricgate.models.preference import Matchup
 from rubricgate.models.reward import CriterionScore, RewardResult
 from rubricgate.models.rubric import Rubric
+from rubricgate.scoring.aggregate import weighted_mean
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes
-from rubricgate.scoring.voting import weighted_mean
 
 
 class PairwiseScorer:

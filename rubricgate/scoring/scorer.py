@@ -19,9 +19,9 @@ from rubricgate.models.config import ScoringConfig
 from rubricgate.models.judging import JudgeRequest, SamplingParams, TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
 from rubricgate.models.rubric import Rubric
+from rubricgate.scoring.aggregate import weighted_mean
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes
-from rubricgate.scoring.voting import weighted_mean
 
 
 class RubricScorer:
@@ -40,6 +40,10 @@ class RubricScorer:
     @property
     def config(self) -> ScoringConfig:
         return self._config
+
+    @property
+    def template(self) -> PromptTemplate:
+        return self._template
 
     def requests_for(self, rubric: Rubric, item: Item, votes: int | None = None) -> list[JudgeRequest]:
         """The judge requests (one per vote) this item needs; empty if checks decide everything.

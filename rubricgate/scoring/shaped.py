@@ -9,26 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal
 
 from rubricgate.judges.prompts import response_text
 from rubricgate.models.judging import TokenUsage
 from rubricgate.models.reward import CriterionScore, Flag, Item, RewardResult
 from rubricgate.models.rubric import RewardSpec, Rubric
-from rubricgate.scoring.checks import word_count
-from rubricgate.scoring.scorer import RubricScorer
+from rubricgate.scoring.counts import word_count
 from rubricgate.scoring.shaping import (
     blend, clip01, combine, ensemble, gate, length_penalty, log_sigmoid, reference_metric, zscore,
 )
 
 
-class ShapedScorer:
-    """Scores with a rubric's reward spec; `scorer_for(judge_spec)` supplies one scorer per judge."""
+JudgeBatch = Callable[[str, Sequence[tuple[Rubric, Item]], "int | None"], Awaitable[list[RewardResult]]]
+"""Scores a batch with one judge spec: `(judge, [(rubric, item)], votes) -> results in order`."""
 
-    def __init__(self, scorer_for: Callable[[str], RubricScorer], default_judge: str) -> None:
-        self._scorer_for = scorer_for
+
+class ShapedScorer:
+    """Scores with a rubric's reward spec; `judge_batch` scores a batch with one of its judges
+    (the gateway's one scoring path, the same that plain rubrics take)."""
+
+    def __init__(self, judge_batch: JudgeBatch, default_judge: str, injection_cap: float | None) -> None:
+        self._judge_batch = judge_batch
         self._default_judge = default_judge
+        self._injection_cap = injection_cap
 
     async def score_many(self, rubric: Rubric, items: Sequence[Item], votes: int | None = None) -> list[RewardResult]:
         spec = rubric.reward or RewardSpec()
@@ -54,12 +59,7 @@ class ShapedScorer:
 
     async def _by_judge(self, rubric: Rubric, items: Sequence[Item], judges: list[str],
                         votes: int | None) -> list[list[RewardResult]]:
-        async def one(judge: str) -> list[RewardResult]:
-            scorer = self._scorer_for(judge)
-            requests = [scorer.requests_for(rubric, item, votes) for item in items]
-            return await scorer.score_many([(rubric, item) for item in items], requests=requests)
-
-        return list(await asyncio.gather(*(one(j) for j in judges)))
+        return list(await asyncio.gather(*(self._judge_batch(j, [(rubric, item) for item in items], votes) for j in judges)))
 
     def _shape(self, rubric: Rubric, spec: RewardSpec, item: Item, judges: list[str],
                results: list[RewardResult], reference_score: float | None) -> RewardResult:
@@ -85,7 +85,7 @@ class ShapedScorer:
                                      spec.length_penalty.weight)
             components["length_penalty"] = -penalty
             reward = clip01(reward - penalty)
-        cap = self._scorer_for(judges[0]).config.injection_cap
+        cap = self._injection_cap
         if "injection_suspected" in merged.flags and cap is not None and reward > cap:
             components["injection_capped"] = cap  # the reference blend must not lift a flagged item back up
             reward = cap

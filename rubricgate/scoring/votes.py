@@ -13,7 +13,7 @@ from rubricgate.judges.parse import is_complete, parse_verdict
 from rubricgate.models.judging import JudgeReply, JudgeRequest, Verdict
 from rubricgate.models.reward import CriterionScore, Flag
 from rubricgate.models.rubric import Rubric
-from rubricgate.scoring.voting import aggregate_field
+from rubricgate.scoring.aggregate import aggregate_field
 
 
 @dataclass(frozen=True)

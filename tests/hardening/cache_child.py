@@ -38,7 +38,7 @@ async def run(args: argparse.Namespace) -> int:
     failed = 0
     async with Gateway.open(config) as gateway:
         rubric = gateway.rubric(RUBRIC)
-        keys = [[cache_key(gateway.backend.name, r) for r in gateway.scorer.requests_for(rubric, item)]
+        keys = [[cache_key(gateway.backend.name, r) for r in gateway.scorer().requests_for(rubric, item)]
                 for item in batch]
         delay = args.start_at - time.time()
         if delay > 0:

@@ -17,7 +17,7 @@ from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fake import FakeBackend, best_reply
 from rubricgate.judges.retry import RetryingBackend
-from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
+from rubricgate.models.config import BackendConfig, CircuitPolicy, JudgeCapabilities, RetryPolicy, ScoringConfig
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 from rubricgate.models.reward import Item
 from tests.support.fault_run import fault_run
@@ -39,6 +39,7 @@ class Flaky:
 
     name = "flaky:judge"
     prefers_rationale = True
+    capabilities = JudgeCapabilities()
 
     def __init__(self) -> None:
         self.down = True

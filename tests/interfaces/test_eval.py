@@ -217,7 +217,7 @@ async def test_embedded_judge_fills_the_pairwise_form_with_label_probabilities(m
     from rubricgate.interfaces.evaluation import evaluate, main_variant
     from rubricgate.interfaces.gateway import Gateway, GatewayConfig
     from rubricgate.models.config import BackendConfig, ScoringConfig
-    from rubricgate.models.evaluation import PreferencePair
+    from rubricgate.models.preference import PreferencePair
 
     pairs = [PreferencePair(id="capital", prompt="What is the capital of France?", chosen="Paris.",
                             rejected="I like turtles."),

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from rubricgate.integrations.client import RewardClient
 from rubricgate.interfaces.cli import app as cli_app
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.interfaces.http import OPENRLHF_LOG_KEYS, ServerSettings, create_app
+from rubricgate.interfaces.http import ServerSettings, create_app
+from rubricgate.interfaces.openrlhf import OPENRLHF_LOG_KEYS
 from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
 from rubricgate.models.reward import Item
 from tests.support.app_server import AppServer, serving
@@ -224,15 +225,15 @@ def test_serve_refuses_a_public_bind_without_a_key(monkeypatch: pytest.MonkeyPat
 
 
 def test_unscorable_reward_policies() -> None:
-    from rubricgate.interfaces.http import _openrlhf_response
+    from rubricgate.interfaces.openrlhf import openrlhf_response
     from rubricgate.models.reward import RewardResult
 
     results = [RewardResult(reward=0.2, rubric="r@1", judge="j", votes=1),
                RewardResult(reward=None, reason="x", rubric="r@1", judge="j", votes=1),
                RewardResult(reward=0.6, rubric="r@1", judge="j", votes=1)]
-    assert _openrlhf_response(results, "batch_mean").rewards == pytest.approx([0.2, 0.4, 0.6])
-    assert _openrlhf_response(results, -1.0).rewards[1] == -1.0
-    assert json.dumps(_openrlhf_response(results, "batch_mean").extra_logs["unscorable"]) == "[0.0, 1.0, 0.0]"
+    assert openrlhf_response(results, "batch_mean").rewards == pytest.approx([0.2, 0.4, 0.6])
+    assert openrlhf_response(results, -1.0).rewards[1] == -1.0
+    assert json.dumps(openrlhf_response(results, "batch_mean").extra_logs["unscorable"]) == "[0.0, 1.0, 0.0]"
 
 
 def test_reward_spec_can_be_overridden_per_request(server: AppServer, judge: ScriptedJudgeServer) -> None:

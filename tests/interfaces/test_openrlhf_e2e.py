@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.interfaces.http import OPENRLHF_LOG_KEYS, ServerSettings, create_app
+from rubricgate.interfaces.http import ServerSettings, create_app
+from rubricgate.interfaces.openrlhf import OPENRLHF_LOG_KEYS
 from rubricgate.models.config import BackendConfig, ScoringConfig
 from tests.support.app_server import AppServer, serving
 from tests.support.openai_server import ChatCall, Reply, ScriptedJudgeServer

@@ -54,7 +54,7 @@ async def test_schema_constrained_verdicts_score_and_cache(server: ScriptedJudge
     call = server.calls[0]
     schema = call.body["response_format"]["json_schema"]["schema"]
     assert set(schema["required"]) == {c.id for c in gw.rubric("helpfulness").judged_criteria}
-    assert {c.body.get("seed") for c in server.calls} == {r.seed for r in gw.scorer.requests_for(gw.rubric("helpfulness"), ITEMS[0])}
+    assert {c.body.get("seed") for c in server.calls} == {r.seed for r in gw.scorer().requests_for(gw.rubric("helpfulness"), ITEMS[0])}
     async with gateway(server, spec, cache_url) as gw:
         [again] = await gw.score(ITEMS, "helpfulness")
     assert len(server.calls) == 2 and again.cached and again.reward == result.reward
@@ -164,7 +164,7 @@ async def test_openai_logprobs_give_label_probabilities(server: ScriptedJudgeSer
                            scoring=ScoringConfig(votes=1), cache_url=None)
     async with Gateway.open(config) as gw:
         rubric = gw.rubric("factual-qa")
-        request = gw.scorer.requests_for(rubric, ITEMS[0])[0]
+        request = gw.scorer().requests_for(rubric, ITEMS[0])[0]
         reply = await gw.backend.complete(request)
     assert server.calls[-1].body["logprobs"] is True
     assert reply.label_probs, reply.text

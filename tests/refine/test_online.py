@@ -20,10 +20,11 @@ from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.http import ServerSettings, create_app
+from rubricgate.interfaces.settings import Settings
 from rubricgate.interfaces.refiner import RefineSettings, Refiner, TriggerConfig, check_triggers, ks_distance
 from rubricgate.judges.fake import best_reply
 from rubricgate.library.rubric_files import load_rubric_file
-from rubricgate.models.config import BackendConfig, RetryPolicy, ScoringConfig
+from rubricgate.models.config import BackendConfig, JudgeCapabilities, RetryPolicy, ScoringConfig
 from rubricgate.models.judging import JudgeReply, JudgeRequest
 from rubricgate.models.reward import Item
 from tests.refine.support import DATA, JUDGE, META, PAIRS, RUBRIC, SAMPLES, Scripts
@@ -59,17 +60,19 @@ def test_each_trigger_fires_on_its_own_signal_only() -> None:
 
 
 def test_serve_options_become_refine_settings() -> None:
-    judge = BackendConfig(base_url="http://judge/v1", timeout_s=30)
-    assert refine_settings(None, None, None, None, None, None, 20, JUDGE, judge) is None
-    settings = refine_settings(10, ["drift,saturation", "drift"], None, None, PAIRS, None, 12, JUDGE, judge)
+    env = Settings()
+    config = env.gateway_config(judge=JUDGE, judge_base_url="http://judge/v1", timeout_s=30)
+    judge = config.backend
+    assert refine_settings(None, None, None, None, None, None, 20, config, env) is None
+    settings = refine_settings(10, ["drift,saturation", "drift"], None, None, PAIRS, None, 12, config, env)
     assert settings is not None and settings.triggers == ("drift", "saturation") and settings.every == 10
     assert settings.meta_judge == JUDGE and settings.meta_backend == judge and settings.sample_size == 12
-    other = refine_settings(None, ["disagreement"], META, "http://meta/v1", None, None, 20, JUDGE, judge)
+    other = refine_settings(None, ["disagreement"], META, "http://meta/v1", None, None, 20, config, env)
     assert other is not None and other.meta_backend.base_url == "http://meta/v1"
     with pytest.raises(UsageError, match="choose from saturation, drift, disagreement"):
-        refine_settings(5, ["boredom"], None, None, None, None, 20, JUDGE, judge)
+        refine_settings(5, ["boredom"], None, None, None, None, 20, config, env)
     with pytest.raises(UsageError, match="need --refine-every N or --refine-on"):
-        refine_settings(None, None, META, None, None, None, 20, JUDGE, judge)
+        refine_settings(None, None, META, None, None, None, 20, config, env)
 
 
 def test_refiner_needs_a_cache_a_schedule_and_something_to_gate_on(cache_url: str) -> None:
@@ -92,6 +95,7 @@ class SlowJudge:
 
     name: str = "fake:slow"
     prefers_rationale: bool = True
+    capabilities: JudgeCapabilities = field(default_factory=JudgeCapabilities)
     requests: list[JudgeRequest] = field(default_factory=list)
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:

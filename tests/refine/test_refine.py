@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from rubricgate.authoring.generator import BackendTextGenerator, LabelChooser
+from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser
 from rubricgate.authoring.refine import (
     Edit, GateConfig, LLMMetaJudge, RefineConfig, ScoredSample, TemplateMetaJudge, apply_edits, detect_signals,
     open_meta_judge, parse_audit, refine_rubric, run_gate, scored_samples, select_samples,
@@ -17,8 +17,9 @@ from rubricgate.judges.fake import FakeBackend
 from rubricgate.judges.prompts import load_template, response_text
 from rubricgate.library.probes import Probe
 from rubricgate.library.rubric_files import load_rubric_file
-from rubricgate.models.evaluation import PreferencePair
+from rubricgate.models.config import JudgeCapabilities
 from rubricgate.models.judging import JudgeRequest
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import CriterionScore, Item, RewardResult
 from rubricgate.models.rubric import Criterion, Rubric
 from tests.refine.support import BAD, FIX, PADDED_SAMPLES, RUBRIC, SAMPLES, judged_value
@@ -153,9 +154,12 @@ async def test_offline_meta_judge_lets_a_label_filling_model_weigh_the_fix() -> 
     assert again.edits == [] and not again.rubric.version != proposal.rubric.version  # already countered
 
 
-def test_open_meta_judge_picks_the_kind_by_spec() -> None:
-    assert isinstance(open_meta_judge("template"), TemplateMetaJudge)
-    assert isinstance(open_meta_judge("fake:whatever"), LLMMetaJudge)
+def test_open_meta_judge_picks_the_kind_by_what_the_judge_can_do() -> None:
+    assert isinstance(open_meta_judge(), TemplateMetaJudge)
+    assert isinstance(open_meta_judge(FakeBackend.from_spec("whatever")), LLMMetaJudge)
+    form_filler = FakeBackend.from_spec("best")
+    form_filler.capabilities = JudgeCapabilities(free_text=False)
+    assert isinstance(open_meta_judge(form_filler), TemplateMetaJudge)
 
 
 def test_samples_shown_put_evidence_first_and_keep_file_order() -> None:

@@ -13,8 +13,8 @@ from rubricgate.judges.parse import parse_verdict
 from rubricgate.judges.prompts import load_template
 from rubricgate.library.rubric_files import parse_rubric
 from rubricgate.models.config import ScoringConfig
-from rubricgate.models.evaluation import Matchup
 from rubricgate.models.judging import JudgeReply, JudgeRequest
+from rubricgate.models.preference import Matchup
 from rubricgate.scoring.pairwise import PairwiseScorer
 
 RUBRIC = parse_rubric({

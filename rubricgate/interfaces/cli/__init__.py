@@ -1,17 +1,17 @@
-"""The `rubricgate` command line (typer); `RUBRICGATE_*` variables are read here only."""
+"""The `rubricgate` command line (typer); defaults and `RUBRICGATE_*` variables come from `Settings`."""
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
 from rubricgate.interfaces.cli import cache, judge, judges, refine, rubric
-from rubricgate.interfaces.cli.common import State
+from rubricgate.interfaces.cli.common import State, handle_errors
 from rubricgate.interfaces.cli.evaluate import eval_pairs
 from rubricgate.interfaces.cli.score import score
 from rubricgate.interfaces.cli.serve import serve
+from rubricgate.interfaces.settings import Settings
 
 app = typer.Typer(
     name="rubricgate",
@@ -34,7 +34,8 @@ app.add_typer(judge.app, name="judge")
 
 @app.callback()
 def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False) -> None:
-    State.debug = debug or os.environ.get("RUBRICGATE_DEBUG", "") not in ("", "0")
+    with handle_errors():
+        State.debug = debug or Settings.load().debug
 
 
 def main() -> None:

@@ -21,30 +21,25 @@ from rubricgate.authoring.contrast import (
 from rubricgate.authoring.diff import RubricDiff, diff_rubrics
 from rubricgate.authoring.generate import AuthoredRubric, generate_rubric
 from rubricgate.authoring.source import RankedPrompt
-from rubricgate.authoring.writer import open_writer
+from rubricgate.authoring.writer import TEMPLATE_WRITER, open_writer
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, err_console, handle_errors, out_console, print_diff,
-    rubric_dirs_from,
+    EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console, print_diff, rubric_dirs_from,
 )
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.interfaces.settings import NO_CACHE, Settings
 from rubricgate.library.jsonl import read_jsonl_objects
 from rubricgate.library.rubric_files import describe_validation_error, resolve_rubric, write_rubric_file
-from rubricgate.models.config import BackendConfig, ScoringConfig
-from rubricgate.models.judging import SamplingParams
-from rubricgate.scoring.pairwise import PairwiseScorer
-from rubricgate.scoring.scorer import RubricScorer
+from rubricgate.models.config import BackendConfig
 
 GeneratorOption = Annotated[Optional[str], typer.Option(
-    "--generator", envvar="RUBRICGATE_GENERATOR",
+    "--generator",
     help="What writes the rubric: a model spec that writes text (openai:MODEL, litellm:PROVIDER/MODEL, vllm:...), "
          "llamacpp:default (offline: templates + the embedded model choosing weights and wordings) or 'template' "
-         "(no model).")]
+         "(no model). Default: RUBRICGATE_GENERATOR, else the judge.")]
 GeneratorUrlOption = Annotated[Optional[str], typer.Option(
-    envvar="RUBRICGATE_GENERATOR_BASE_URL", help="Base URL of an OpenAI-compatible generator server.")]
-GeneratorKeyOption = Annotated[str, typer.Option(
-    help="Name of the environment variable holding the generator's API key.")]
+    help="Base URL of an OpenAI-compatible generator server (default: RUBRICGATE_GENERATOR_BASE_URL).")]
+GeneratorKeyOption = Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="generator", var="GENERATOR"))]
 
 
 def new(
@@ -54,7 +49,7 @@ def new(
     description: Annotated[Optional[str], typer.Option(help="What the rubric is for (default: from the principles).")] = None,
     generator: GeneratorOption = None,
     generator_base_url: GeneratorUrlOption = None,
-    generator_api_key_env: GeneratorKeyOption = "RUBRICGATE_GENERATOR_API_KEY",
+    generator_api_key_env: GeneratorKeyOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File (.yaml/.json) or folder to write; default ./NAME.yaml.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     attempts: Annotated[int, typer.Option(min=1, max=10, help="Generator replies per rubric when its output is unusable (the problem is fed back).")] = 3,
@@ -69,9 +64,12 @@ def new(
     with handle_errors():
         path = _target(out, name, force)
         prompts = _read_examples(examples) if examples else []
-        spec = generator or DEFAULT_JUDGE
-        config = backend_config(generator_base_url, generator_api_key_env, timeout)
-        authored = asyncio.run(_new(principle, name, prompts, description, spec, config, attempts))
+        settings = Settings.load()
+        spec, backend = _generator(settings, generator, generator_base_url, generator_api_key_env, timeout,
+                                   settings.judge)
+        config = settings.gateway_config(judge=None if spec == TEMPLATE_WRITER else spec, timeout_s=timeout,
+                                         cache=NO_CACHE)
+        authored = asyncio.run(_new(principle, name, prompts, description, spec, backend, config, attempts))
         write_rubric_file(authored.rubric, path)
         console = err_console if as_json else out_console
         _explain_new(console, authored, path, spec)
@@ -79,13 +77,28 @@ def new(
             out_console.print_json(authored.rubric.model_dump_json(by_alias=True, exclude_defaults=True))
 
 
+def _generator(settings: Settings, generator: str | None, base_url: str | None, key_env: str | None,
+               timeout: float, judge: str) -> tuple[str, BackendConfig | None]:
+    """The generator spec and its connection: flags, else RUBRICGATE_GENERATOR*, else the judge
+    `judge` (None: the judge's own connection, so the same model is shared, not loaded twice)."""
+    spec = generator or settings.generator or judge
+    url = base_url or settings.generator_base_url
+    key = settings.secret(key_env) or settings.generator_api_key
+    if spec == judge and url is None and key is None:
+        return spec, None
+    return spec, settings.backend(url, key, timeout)
+
+
 async def _new(principles: list[str], name: str, examples: list[str], description: str | None, spec: str,
-               config: BackendConfig, attempts: int) -> AuthoredRubric:
-    writer = open_writer(spec, config, parse_attempts=attempts)
-    try:
-        return await generate_rubric(principles, name, writer, examples=examples, description=description)
-    finally:
-        await writer.aclose()
+               generator: BackendConfig | None, config: GatewayConfig, attempts: int) -> AuthoredRubric:
+    if spec == TEMPLATE_WRITER:
+        return await generate_rubric(principles, name, open_writer(), examples=examples, description=description)
+    async with Gateway.open(config) as gateway:
+        writer = open_writer(gateway.judge(spec, generator, free_text=True), parse_attempts=attempts)
+        try:
+            return await generate_rubric(principles, name, writer, examples=examples, description=description)
+        finally:
+            await writer.aclose()
 
 
 def contrast(
@@ -95,17 +108,17 @@ def contrast(
     tries: Annotated[int, typer.Option(min=1, max=20, help="Drafts per prompt at most: a rubric the filter rejects is resampled.")] = 3,
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="Listwise: share of induced pairs the rubric must reproduce (a single pair must always be reproduced).")] = 0.75,
     distill: Annotated[Optional[str], typer.Option("--distill", help="Also merge the kept rubrics into one general rubric with this id.")] = None,
-    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge of the consistency filter, kind:model.")] = DEFAULT_JUDGE,
-    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
-    judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
+    judge: Annotated[Optional[str], typer.Option(help="Judge of the consistency filter, kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
     generator: GeneratorOption = None,
     generator_base_url: GeneratorUrlOption = None,
-    generator_api_key_env: GeneratorKeyOption = "RUBRICGATE_GENERATOR_API_KEY",
+    generator_api_key_env: GeneratorKeyOption = None,
     filter_mode: Annotated[str, typer.Option("--filter", help="pairwise (both responses side by side, in both orders) or pointwise (each scored alone).")] = "pairwise",
     votes: Annotated[int, typer.Option(min=1, max=64, help="Judge votes per filter judgment.")] = 1,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge temperature (default 0 with one vote, else 0.7).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N prompts.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Prompts in flight (and judge calls in flight).")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Prompts in flight.")] = 4,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge or generator call.")] = 120.0,
     cache: Annotated[Optional[str], typer.Option(help="Judgment cache: SQLAlchemy URL, SQLite path, or 'none'.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing rubric files in OUT.")] = False,
@@ -125,15 +138,13 @@ def contrast(
             raise UsageError(f"--out {out} is a file; pass a folder")
         if distill is not None:
             _check_id(distill)
-        judge_config = backend_config(judge_base_url, judge_api_key_env, timeout)
-        spec = generator or judge
-        generator_config = (judge_config if generator is None or (generator == judge and generator_base_url is None)
-                            else backend_config(generator_base_url, generator_api_key_env, timeout))
-        config = GatewayConfig(
-            judge=judge, backend=judge_config,
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency, deadline_s=max(300.0, 4 * timeout)),
-            sampling=SamplingParams(temperature=temperature if temperature is not None else (0.0 if votes == 1 else 0.7)),
-            cache_url=cache_url_from(cache))
+        settings = Settings.load()
+        config = settings.gateway_config(
+            judge=judge, judge_base_url=judge_base_url, judge_api_key=settings.secret(judge_api_key_env),
+            votes=votes, temperature=temperature if temperature is not None else (0.0 if votes == 1 else None),
+            timeout_s=timeout, deadline_s=max(settings.deadline_s, 4 * timeout), cache=cache)
+        spec, generator_config = _generator(settings, generator, generator_base_url, generator_api_key_env, timeout,
+                                            config.judge)
         console = err_console if as_json else out_console
         started = time.perf_counter()
         if distill is not None:
@@ -160,15 +171,13 @@ def contrast(
         raise typer.Exit(EXIT_OK)
 
 
-async def _contrast(items: list[RankedPrompt], config: GatewayConfig, spec: str, generator_config: BackendConfig,
+async def _contrast(items: list[RankedPrompt], config: GatewayConfig, spec: str, generator_config: BackendConfig | None,
                     mode: str, tries: int, threshold: float, distill: str | None, concurrency: int,
                     console: Any) -> tuple[ContrastReport, AuthoredRubric | None, str]:
     async with Gateway.open(config) as gateway:
-        shared = gateway.backend if spec == config.judge else None
-        writer = open_writer(spec, generator_config, shared=shared)
+        writer = open_writer(None if spec == TEMPLATE_WRITER else gateway.judge(spec, generator_config, free_text=True))
         try:
-            scorer = (PairwiseScorer(gateway.backend, config.scoring, config.sampling) if mode == "pairwise"
-                      else RubricScorer(gateway.backend, config.scoring, config.sampling))
+            scorer = gateway.pairwise_scorer() if mode == "pairwise" else gateway.scorer()
             consistency = ConsistencyFilter(scorer, threshold=threshold)
             done = [0]
 

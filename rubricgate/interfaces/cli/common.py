@@ -1,25 +1,21 @@
-"""Shared CLI plumbing: consoles, error-to-exit-code mapping, environment defaults, input files."""
+"""Shared CLI plumbing: consoles, error-to-exit-code mapping, input files. Defaults come from
+`Settings` (the only reader of the environment)."""
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import platformdirs
 import typer
-from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 
 from rubricgate.authoring.diff import RubricDiff
 from rubricgate.errors import UsageError, error_code, error_message
 from rubricgate.judges.prompts import response_text
-from rubricgate.judges.registry import default_concurrency
-from rubricgate.models.config import BackendConfig
+from rubricgate.interfaces.settings import Settings
 from rubricgate.models.reward import Item
 from rubricgate.library.jsonl import read_jsonl_models
 
@@ -27,7 +23,6 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 EXIT_OK, EXIT_UNSCORABLE, EXIT_USAGE = 0, 1, 2
-NO_CACHE = "none"
 
 
 class State:
@@ -58,55 +53,14 @@ def handle_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE if code == "usage_error" else EXIT_UNSCORABLE) from None
 
 
-def default_cache_url() -> str:
-    """RUBRICGATE_CACHE, else a SQLite file in the user cache dir."""
-    env = os.environ.get("RUBRICGATE_CACHE")
-    if env:
-        return env
-    return f"sqlite:///{Path(platformdirs.user_cache_dir('rubricgate')) / 'cache.db'}"
-
-
 def cache_url_from(option: str | None) -> str | None:
-    """`--cache URL|PATH|none`: a bare path means a SQLite file; `none` disables the cache."""
-    value = option or default_cache_url()
-    if value.lower() == NO_CACHE:
-        return None
-    if "://" not in value:
-        return f"sqlite:///{Path(value).expanduser().resolve()}"
-    return value
-
-
-def model_dir_from_env() -> Path | None:
-    env = os.environ.get("RUBRICGATE_MODEL_DIR")
-    return Path(env).expanduser() if env else None
-
-
-CONTEXT_ENV = "RUBRICGATE_JUDGE_CONTEXT"
-"""Context length in tokens for judges the gateway hosts (llamacpp:, vllm:); default 4096."""
-
-
-def backend_config(base_url: str | None, key_env: str, timeout: float = 60.0) -> BackendConfig:
-    """A judge's connection settings from CLI flags and the environment: the API key from the
-    variable `key_env` names, the model folder and hosted-judge context length from RUBRICGATE_*."""
-    key = os.environ.get(key_env)
-    fields: dict[str, Any] = {}
-    context = os.environ.get(CONTEXT_ENV)
-    if context:
-        if not context.isdigit() or int(context) < 512:
-            raise UsageError(f"{CONTEXT_ENV}={context!r} is not a context length; use a whole number of tokens "
-                             "of at least 512, e.g. 8192")
-        fields["n_ctx"] = int(context)
-    return BackendConfig(base_url=base_url, api_key=SecretStr(key) if key else None, timeout_s=timeout,
-                         model_dir=model_dir_from_env(), **fields)
+    """`--cache URL|PATH|none`, else RUBRICGATE_CACHE, else the user cache dir (see `Settings.cache_url`)."""
+    return Settings.load().cache_url(option)
 
 
 def rubric_dirs_from(options: list[Path] | None) -> tuple[Path, ...]:
-    """`--rubric-dir` folders, then RUBRICGATE_RUBRIC_PATH (os.pathsep-separated)."""
-    dirs = list(options or [])
-    env = os.environ.get("RUBRICGATE_RUBRIC_PATH")
-    if env:
-        dirs += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return tuple(dirs)
+    """`--rubric-dir` folders, then RUBRICGATE_RUBRIC_PATH."""
+    return Settings.load().rubric_dirs(options or ())
 
 
 def read_items(path: Path) -> list[Item]:
@@ -116,12 +70,8 @@ def read_items(path: Path) -> list[Item]:
 
 
 
-CONCURRENCY_HELP = "Judge calls in flight (default {default}; 256 for vllm: judges, whose engine batches them)."
-
-
-def concurrency_for(judge: str, option: int | None, default: int = 8) -> int:
-    """`--concurrency`, else the judge kind's default (see `default_concurrency`)."""
-    return option if option is not None else default_concurrency(judge, default)
+CONCURRENCY_HELP = "Judge calls in flight (default: RUBRICGATE_CONCURRENCY, else the judge's own: 32 over HTTP, 8 embedded, 256 for vllm:)."
+KEY_ENV_HELP = "Name of the environment variable holding the {what}'s API key (default: RUBRICGATE_{var}_API_KEY)."
 
 
 def print_diff(console: Console, result: RubricDiff) -> None:

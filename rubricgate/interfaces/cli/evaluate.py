@@ -13,36 +13,33 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
-    handle_errors, out_console, rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console,
 )
 from rubricgate.interfaces.evaluation import compare_variants, evaluate, main_variant, read_pairs, select_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.interfaces.settings import EVAL_DEADLINE_S, Settings
 from rubricgate.library.rubric_files import resolve_rubric
-from rubricgate.models.config import ScoringConfig
-from rubricgate.models.evaluation import EvalReport, EvalVariant, Mode, PreferencePair, ScoreKind, VariantReport
-from rubricgate.models.judging import SamplingParams
+from rubricgate.models.preference import EvalReport, EvalVariant, Mode, PreferencePair, ScoreKind, VariantReport
 from rubricgate.models.rubric import Rubric
 
 
 def eval_pairs(
     pairs_file: Annotated[Path, typer.Argument(metavar="PAIRS.jsonl", help="JSONL of {id, prompt, chosen, rejected, category?}.")],
     rubric: Annotated[Optional[str], typer.Option("--rubric", "-r", help="Rubric id or file path.")] = None,
-    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge spec kind:model.")] = DEFAULT_JUDGE,
-    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
-    judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
-    votes: Annotated[int, typer.Option(min=1, max=64, help="Self-consistency votes per judgment.")] = 3,
+    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per judgment (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     mode: Annotated[str, typer.Option(help="pointwise (each response scored alone) or pairwise (side by side, both orders).")] = "pointwise",
     scores: Annotated[str, typer.Option(help="expected (label probabilities where the judge gives them) or sampled (vote labels).")] = "expected",
     compare: Annotated[bool, typer.Option("--compare", help="Run protocol variants side by side: rubric vs plain prompt, votes 1 vs k, expected vs sampled, pairwise vs pointwise.")] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate a seeded random sample of N pairs.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the sample, the presentation order and the bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=100, max=100_000, help="Bootstrap resamples for the 95% intervals.")] = 2000,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
-    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per judgment, retries included (offline: generous).")] = 900.0,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds per judge call (default 60).", show_default=False)] = None,
+    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per judgment, retries included (offline: generous).")] = EVAL_DEADLINE_S,
     cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON document on stdout; progress and tables go to stderr.")] = False,
@@ -55,15 +52,13 @@ def eval_pairs(
         chosen_mode: Mode = _choice("--mode", mode, get_args(Mode))  # type: ignore[assignment]
         chosen_scores: ScoreKind = _choice("--scores", scores, get_args(ScoreKind))  # type: ignore[assignment]
         pairs = select_pairs(read_pairs(pairs_file), limit, seed)
-        variants = compare_variants(votes, chosen_mode) if compare else [main_variant(chosen_mode, votes, chosen_scores)]
-        config = GatewayConfig(
-            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
-                                  deadline_s=deadline),
-            sampling=SamplingParams(temperature=temperature),
-            cache_url=cache_url_from(cache),
-            rubric_dirs=rubric_dirs_from(rubric_dir),
-        )
+        settings = Settings.load()
+        config = settings.gateway_config(
+            judge=judge, judge_base_url=judge_base_url, judge_api_key=settings.secret(judge_api_key_env),
+            votes=votes, concurrency=concurrency, temperature=temperature, timeout_s=timeout, deadline_s=deadline,
+            cache=cache, rubric_dirs=rubric_dir or ())
+        k = config.scoring.votes
+        variants = compare_variants(k, chosen_mode) if compare else [main_variant(chosen_mode, k, chosen_scores)]
         resolved = resolve_rubric(rubric, config.rubric_dirs)  # a bad name fails before any judge loads
         report = asyncio.run(_run(config, pairs, resolved, variants, seed, resamples, str(pairs_file)))
         if as_json:

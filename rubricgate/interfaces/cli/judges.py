@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from rubricgate.interfaces.cli.common import backend_config, err_console, handle_errors, out_console
-from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.models.config import ScoringConfig
+from rubricgate.interfaces.cli.common import KEY_ENV_HELP, err_console, handle_errors, out_console
+from rubricgate.interfaces.gateway import Gateway
+from rubricgate.interfaces.settings import NO_CACHE, Settings
 from rubricgate.models.reward import Item
 
 app = typer.Typer(help="Check judge backends.", no_args_is_help=True)
@@ -22,12 +22,13 @@ EMBEDDED_NOTE = ("The embedded judge (llamacpp:default) is Gemma 3 270M base on 
 
 @app.command()
 def check(spec: Annotated[str, typer.Argument(help="Judge spec kind:model.")],
-          judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL")] = None,
-          judge_api_key_env: Annotated[str, typer.Option()] = "RUBRICGATE_JUDGE_API_KEY") -> None:
+          judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+          judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None) -> None:
     """Send two probe items (a good and a bad answer) through the judge, uncached."""
     with handle_errors():
-        config = GatewayConfig(judge=spec, backend=backend_config(judge_base_url, judge_api_key_env),
-            scoring=ScoringConfig(votes=1), cache_url=None)
+        settings = Settings.load()
+        config = settings.gateway_config(judge=spec, judge_base_url=judge_base_url,
+                                         judge_api_key=settings.secret(judge_api_key_env), votes=1, cache=NO_CACHE)
         good = Item(id="good", prompt="What is the capital of France?", response="The capital of France is Paris.")
         bad = Item(id="bad", prompt="What is the capital of France?", response="I enjoy long walks on the beach.")
 

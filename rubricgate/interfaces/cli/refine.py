@@ -6,43 +6,41 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rubricgate.authoring.diff import diff_rubrics
 from rubricgate.authoring.refine import (
-    GateConfig, GateReport, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric, scored_samples,
+    TEMPLATE_META_JUDGE, GateConfig, GateReport, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric,
+    scored_samples,
 )
 from rubricgate.cache.versions import LIVE_EVENTS, RubricVersionStore, VersionEvent
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
-    handle_errors, out_console, print_diff, read_items, rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, cache_url_from, err_console, handle_errors, out_console,
+    print_diff, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.refiner import TRIGGERS, RefineSettings, TriggerName, outcome_details
-from rubricgate.judges.registry import DEFAULT_JUDGE
+from rubricgate.interfaces.settings import AUTHORING_TIMEOUT_S, Settings
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import resolve_rubric, write_rubric_file
-from rubricgate.models.config import BackendConfig, ScoringConfig
-from rubricgate.models.evaluation import PreferencePair
-from rubricgate.models.judging import SamplingParams
+from rubricgate.models.config import BackendConfig
+from rubricgate.models.preference import PreferencePair
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
 DirOption = Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")]
 CacheOption = Annotated[Optional[str], typer.Option(help="Cache database holding the versions: SQLAlchemy URL or SQLite path. Default: RUBRICGATE_CACHE or the user cache dir.")]
-META_KEY_ENV = "RUBRICGATE_META_JUDGE_API_KEY"
 
 
 def refine(
@@ -51,20 +49,20 @@ def refine(
     pairs: Annotated[Optional[Path], typer.Option(help="Labelled pairs (JSONL: prompt, chosen, rejected): the new version must rank them at least as well.")] = None,
     probes: Annotated[Optional[list[Path]], typer.Option(help="More exploit probes (JSONL: id, kind, prompt, response), added to the shipped ones (repeatable).")] = None,
     shipped_probes: Annotated[bool, typer.Option("--shipped-probes/--no-shipped-probes", help="Include the shipped probes (rubrics/probes/).")] = True,
-    meta_judge: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_META_JUDGE", help="Meta-judge: a model that writes text (openai:MODEL, litellm:PROVIDER/MODEL, vllm:...), llamacpp:default (offline: detectors + the embedded model weighing the fixes) or 'template' (no model). Default: the judge.")] = None,
-    meta_judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_META_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible meta-judge server.")] = None,
-    meta_judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the meta-judge's API key.")] = META_KEY_ENV,
-    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge that scores samples, pairs and probes, kind:model.")] = DEFAULT_JUDGE,
-    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
-    judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
-    votes: Annotated[int, typer.Option(min=1, max=64, help="Judge votes per item.")] = 3,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
+    meta_judge: Annotated[Optional[str], typer.Option(help="Meta-judge: a model that writes text (openai:MODEL, litellm:PROVIDER/MODEL, vllm:...), llamacpp:default (offline: detectors + the embedded model weighing the fixes) or 'template' (no model). Default: RUBRICGATE_META_JUDGE, else the judge.")] = None,
+    meta_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible meta-judge server (default: RUBRICGATE_META_JUDGE_BASE_URL).")] = None,
+    meta_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="meta-judge", var="META_JUDGE"))] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Judge that scores samples, pairs and probes, kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Judge votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
     sample: Annotated[int, typer.Option(min=1, max=500, help="Scored items shown to the meta-judge (evidence first, then top rewards, then a seeded random fill).")] = 20,
     seed: Annotated[int, typer.Option(help="Seeds the sample.")] = 0,
     tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Largest drop in labelled-pair accuracy the gate accepts.")] = 0.02,
     probe_tolerance: Annotated[float, typer.Option(min=0.0, max=1.0, help="Largest rise of any one probe's reward the gate accepts (judge noise); the probes' mean may not rise at all.")] = 0.02,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge or meta-judge call.")] = 120.0,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge or meta-judge call.")] = AUTHORING_TIMEOUT_S,
     cache: CacheOption = None,
     rubric_dir: DirOption = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the accepted version to this file (.yaml/.json).")] = None,
@@ -75,24 +73,20 @@ def refine(
     ids) and proposes a new version; it is saved only if labelled-pair accuracy holds (within
     --tolerance) and no probe scores higher. Exit 0 when a new version was accepted, 1 when not."""
     with handle_errors():
-        cache_url = cache_url_from(cache)
-        if cache_url is None and not dry_run:
+        settings = Settings.load()
+        if settings.cache_url(cache) is None and not dry_run:
             raise UsageError("refine saves versions in the cache database: drop --cache none, or pass --dry-run")
         lines = read_scored(samples)
         pair_list = read_pairs(pairs) if pairs is not None else []
         probe_list = load_probes(probes or [], shipped_probes)
         if not pair_list and not probe_list:
             raise UsageError("nothing to gate on: pass --pairs FILE or keep the shipped probes")
-        judge_config = backend_config(judge_base_url, judge_api_key_env, timeout)
-        spec = meta_judge or judge
-        meta_config = (judge_config if spec == judge and meta_judge_base_url is None
-                       else backend_config(meta_judge_base_url, meta_judge_api_key_env, timeout))
-        config = GatewayConfig(
-            judge=judge, backend=judge_config,
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
-                                  deadline_s=max(300.0, 4 * timeout)),
-            sampling=SamplingParams(temperature=temperature), cache_url=cache_url,
-            rubric_dirs=rubric_dirs_from(rubric_dir))
+        config = settings.gateway_config(
+            judge=judge, judge_base_url=judge_base_url, judge_api_key=settings.secret(judge_api_key_env),
+            votes=votes, concurrency=concurrency, temperature=temperature, timeout_s=timeout,
+            deadline_s=max(settings.deadline_s, 4 * timeout), cache=cache, rubric_dirs=rubric_dir or ())
+        spec, meta_config = meta_judge_settings(settings, config, meta_judge, meta_judge_base_url,
+                                                meta_judge_api_key_env)
         refine_config = RefineConfig(sample_size=sample, seed=seed,
                                      gate=GateConfig(accuracy_tolerance=tolerance, probe_tolerance=probe_tolerance))
         console = err_console if as_json else out_console
@@ -136,8 +130,7 @@ async def _refine(config: GatewayConfig, name: str, lines: list[tuple[Item, Rewa
                   refine_config: RefineConfig, dry_run: bool) -> RefineRun:
     async with Gateway.open(config) as gateway:
         base = gateway.rubric(name)
-        shared = gateway.backend if spec == config.judge and meta_config == config.backend else None
-        meta = open_meta_judge(spec, meta_config, shared=shared)
+        meta = open_meta_judge(None if spec == TEMPLATE_META_JUDGE else gateway.judge(spec, meta_config, free_text=True))
         try:
             items = [item for item, _ in lines]
             results = [result if result is not None and result.rubric == base.ref else None for _, result in lines]
@@ -329,9 +322,20 @@ def rollback(
                               "gateways serve the file, not this version", highlight=False)
 
 
+def meta_judge_settings(settings: Settings, config: GatewayConfig, meta_judge: str | None,
+                        meta_judge_base_url: str | None, meta_judge_api_key_env: str | None) -> tuple[str, BackendConfig]:
+    """The meta-judge spec and connection: flags, else RUBRICGATE_META_JUDGE*, else the judge's own."""
+    spec = meta_judge or settings.meta_judge or config.judge
+    base_url = meta_judge_base_url or settings.meta_judge_base_url
+    if spec == config.judge and base_url is None:
+        return spec, config.backend
+    key = settings.secret(meta_judge_api_key_env) or settings.meta_judge_api_key
+    return spec, settings.backend(base_url, key, max(config.backend.timeout_s, AUTHORING_TIMEOUT_S))
+
+
 def refine_settings(every: int | None, on: list[str] | None, meta_judge: str | None, meta_judge_base_url: str | None,
-                    pairs: Path | None, probes: list[Path] | None, sample: int, judge: str,
-                    judge_backend: BackendConfig) -> RefineSettings | None:
+                    pairs: Path | None, probes: list[Path] | None, sample: int, config: GatewayConfig,
+                    settings: Settings) -> RefineSettings | None:
     """`serve --refine-*` options -> settings (None when online refinement is off)."""
     if every is None and not on:
         if meta_judge or pairs or probes:
@@ -347,13 +351,7 @@ def refine_settings(every: int | None, on: list[str] | None, meta_judge: str | N
             if matched is None:
                 raise UsageError(f"--refine-on {part!r}: choose from {', '.join(TRIGGERS)}")
             triggers.append(matched)
-    spec = meta_judge or judge
-    if spec == judge and meta_judge_base_url is None:
-        backend = judge_backend
-    else:
-        key = os.environ.get(META_KEY_ENV)
-        backend = BackendConfig(base_url=meta_judge_base_url, api_key=SecretStr(key) if key else None,
-                                timeout_s=max(judge_backend.timeout_s, 120.0), model_dir=judge_backend.model_dir)
+    spec, backend = meta_judge_settings(settings, config, meta_judge, meta_judge_base_url, None)
     return RefineSettings(meta_judge=spec, meta_backend=backend, every=every, triggers=tuple(dict.fromkeys(triggers)),
                           sample_size=sample, pairs_file=pairs, probe_files=tuple(probes or ()))
 

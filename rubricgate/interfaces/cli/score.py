@@ -14,15 +14,13 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, backend_config, cache_url_from, concurrency_for, err_console,
-    handle_errors, out_console, read_items, rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console, read_items,
 )
-from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
+from rubricgate.interfaces.cli.hardening import FALLBACK_HELP
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.judges.registry import DEFAULT_JUDGE
-from rubricgate.models.config import ScoringConfig
+from rubricgate.interfaces.settings import Settings
 from rubricgate.cache.cached import CacheCounters
-from rubricgate.models.judging import SamplingParams, TokenUsage
+from rubricgate.models.judging import TokenUsage
 from rubricgate.models.reward import Item, RewardResult
 
 
@@ -35,17 +33,17 @@ def score(
     response: Annotated[Optional[str], typer.Option(help="Score one item: its response.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference answer for --prompt/--response.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one JSON line per item here.")] = None,
-    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge spec kind:model.")] = DEFAULT_JUDGE,
-    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible judge server.")] = None,
-    judge_api_key_env: Annotated[str, typer.Option(help="Name of the environment variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
-    fallback_judge: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE", help=FALLBACK_HELP)] = None,
-    fallback_judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible fallback judge.")] = None,
-    fallback_judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the fallback judge's API key.")] = "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
-    votes: Annotated[int, typer.Option(min=1, max=64, help="Self-consistency votes per item.")] = 3,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Judge sampling temperature.")] = 0.7,
-    concurrency: Annotated[Optional[int], typer.Option(min=1, max=1024, help=CONCURRENCY_HELP.format(default=8))] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
-    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per item, retries included.")] = 300.0,
+    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
+    fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
+    fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
+    votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds per judge call (default 60).", show_default=False)] = None,
+    deadline: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds per item, retries included (default 300).", show_default=False)] = None,
     cache: Annotated[Optional[str], typer.Option(help="Cache: SQLAlchemy URL, SQLite path, or 'none'. Default: RUBRICGATE_CACHE or the user cache dir.")] = None,
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout; progress and tables go to stderr.")] = False,
@@ -53,15 +51,13 @@ def score(
     """Score responses against a rubric with an LLM judge; rewards in [0, 1], or null with a reason."""
     with handle_errors():
         items = _items(input, prompt, response, reference)
-        config = GatewayConfig(
-            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency),
-                                  deadline_s=deadline),
-            sampling=SamplingParams(temperature=temperature),
-            cache_url=cache_url_from(cache),
-            rubric_dirs=rubric_dirs_from(rubric_dir),
-            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout),
-        )
+        settings = Settings.load()
+        config = settings.gateway_config(
+            judge=judge, judge_base_url=judge_base_url, judge_api_key=settings.secret(judge_api_key_env),
+            votes=votes, concurrency=concurrency, temperature=temperature, timeout_s=timeout, deadline_s=deadline,
+            cache=cache, rubric_dirs=rubric_dir or (), fallback_judge=fallback_judge,
+            fallback_judge_base_url=fallback_judge_base_url,
+            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env))
         started = time.perf_counter()
         if combine not in ("and", "weighted"):
             raise UsageError(f"--combine must be 'and' or 'weighted', got {combine!r}")

@@ -11,70 +11,70 @@ import uvicorn
 from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
-from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, backend_config, cache_url_from, concurrency_for, err_console, handle_errors,
-    rubric_dirs_from,
-)
-from rubricgate.interfaces.cli.hardening import FALLBACK_HELP, hardening_fields
-from rubricgate.interfaces.gateway import Gateway, GatewayConfig
+from rubricgate.interfaces.cli.common import CONCURRENCY_HELP, KEY_ENV_HELP, err_console, handle_errors
+from rubricgate.interfaces.cli.hardening import FALLBACK_HELP
+from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.http import ServerSettings, create_app
-from rubricgate.judges.registry import DEFAULT_JUDGE
-from rubricgate.models.config import ScoringConfig
+from rubricgate.interfaces.settings import Settings
 
 
 def serve(
-    host: Annotated[str, typer.Option(envvar="RUBRICGATE_HOST", help="Bind address; anything but loopback needs an API key.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="RUBRICGATE_PORT", min=0, max=65535)] = 8000,
-    rubric: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_RUBRIC", help="Default rubric for requests that name none.")] = None,
-    judge: Annotated[str, typer.Option(envvar="RUBRICGATE_JUDGE", help="Judge spec kind:model.")] = DEFAULT_JUDGE,
-    judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_JUDGE_BASE_URL")] = None,
-    judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the judge's API key.")] = "RUBRICGATE_JUDGE_API_KEY",
-    fallback_judge: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE", help=FALLBACK_HELP)] = None,
-    fallback_judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_FALLBACK_JUDGE_BASE_URL", help="Base URL of an OpenAI-compatible fallback judge.")] = None,
-    fallback_judge_api_key_env: Annotated[str, typer.Option(help="Variable holding the fallback judge's API key.")] = "RUBRICGATE_FALLBACK_JUDGE_API_KEY",
-    api_key: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_API_KEY", help="Bearer key clients must send (prefer the env variable).", show_default=False)] = None,
-    votes: Annotated[int, typer.Option(envvar="RUBRICGATE_VOTES", min=1, max=64)] = 3,
-    concurrency: Annotated[Optional[int], typer.Option(envvar="RUBRICGATE_CONCURRENCY", min=1, max=4096, help=CONCURRENCY_HELP.format(default=32))] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per judge call.")] = 60.0,
-    deadline: Annotated[float, typer.Option(min=0.1, help="Seconds per item, retries included.")] = 300.0,
-    cache: Annotated[Optional[str], typer.Option(help="Cache URL, SQLite path or 'none'.")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default: RUBRICGATE_HOST, else 127.0.0.1); anything but loopback needs an API key.", show_default=False)] = None,
+    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port (default: RUBRICGATE_PORT, else 8000; 0 picks a free one).", show_default=False)] = None,
+    rubric: Annotated[Optional[str], typer.Option(help="Default rubric for requests that name none (default: RUBRICGATE_RUBRIC).")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
+    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
+    fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
+    fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Bearer key clients must send (prefer RUBRICGATE_API_KEY).", show_default=False)] = None,
+    votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Default votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds per judge call (default 60).", show_default=False)] = None,
+    deadline: Annotated[Optional[float], typer.Option(min=0.1, help="Seconds per item, retries included (default 300).", show_default=False)] = None,
+    cache: Annotated[Optional[str], typer.Option(help="Cache URL, SQLite path or 'none' (default: RUBRICGATE_CACHE, else the user cache dir).")] = None,
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
-    max_body_bytes: Annotated[int, typer.Option(envvar="RUBRICGATE_MAX_BODY_BYTES", min=1024)] = 8 * 1024 * 1024,
-    max_items: Annotated[int, typer.Option(envvar="RUBRICGATE_MAX_ITEMS", min=1)] = 1024,
+    max_body_bytes: Annotated[Optional[int], typer.Option(min=1024, help="Largest request body in bytes (default: RUBRICGATE_MAX_BODY_BYTES, else 8 MiB).", show_default=False)] = None,
+    max_items: Annotated[Optional[int], typer.Option(min=1, help="Most items per request (default: RUBRICGATE_MAX_ITEMS, else 1024).", show_default=False)] = None,
     unscorable_reward: Annotated[str, typer.Option(help="/get_reward value for unscorable samples (flagged in extra_logs): batch_mean or a number.")] = "batch_mean",
     refine_every: Annotated[Optional[int], typer.Option(min=1, help="Refine a rubric in the background after every N items scored with its live version, and hot-swap a version that passes the gate.")] = None,
     refine_on: Annotated[Optional[list[str]], typer.Option(help="Also refine when a trigger fires: saturation, drift, disagreement (repeatable).")] = None,
-    meta_judge: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_META_JUDGE", help="Meta-judge of online refinement (default: the judge); key in RUBRICGATE_META_JUDGE_API_KEY.")] = None,
-    meta_judge_base_url: Annotated[Optional[str], typer.Option(envvar="RUBRICGATE_META_JUDGE_BASE_URL")] = None,
+    meta_judge: Annotated[Optional[str], typer.Option(help="Meta-judge of online refinement (default: RUBRICGATE_META_JUDGE, else the judge); key in RUBRICGATE_META_JUDGE_API_KEY.")] = None,
+    meta_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible meta-judge (default: RUBRICGATE_META_JUDGE_BASE_URL).")] = None,
     refine_pairs: Annotated[Optional[Path], typer.Option(help="Labelled pairs the refinement gate checks (JSONL: prompt, chosen, rejected).")] = None,
     refine_probes: Annotated[Optional[list[Path]], typer.Option(help="Exploit probes added to the shipped ones (repeatable).")] = None,
     refine_sample: Annotated[int, typer.Option(min=1, max=500, help="Recent items the meta-judge reads per refinement.")] = 20,
 ) -> None:
     """Serve rewards over HTTP: /v1/reward, OpenRLHF's /get_reward, /healthz, /metrics, /v1/rubrics."""
     with handle_errors():
-        if not _is_loopback(host) and not api_key:
+        settings = Settings.load()
+        host = host or settings.host
+        port = settings.port if port is None else port
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+        rubric = rubric or settings.rubric
+        if not _is_loopback(host) and not key:
             raise UsageError(f"refusing to bind {host} without an API key: set RUBRICGATE_API_KEY "
                              "(clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1")
-        config = GatewayConfig(
-            judge=judge, backend=backend_config(judge_base_url, judge_api_key_env, timeout),
-            scoring=ScoringConfig(votes=votes, concurrency=concurrency_for(judge, concurrency, 32),
-                                  deadline_s=deadline),
-            cache_url=cache_url_from(cache),
-            rubric_dirs=rubric_dirs_from(rubric_dir),
-            **hardening_fields(fallback_judge, fallback_judge_base_url, fallback_judge_api_key_env, timeout),
-        )
+        config = settings.gateway_config(
+            judge=judge, judge_base_url=judge_base_url, judge_api_key=settings.secret(judge_api_key_env),
+            votes=votes, concurrency=concurrency, timeout_s=timeout, deadline_s=deadline, cache=cache,
+            rubric_dirs=rubric_dir or (), fallback_judge=fallback_judge,
+            fallback_judge_base_url=fallback_judge_base_url,
+            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env))
         refine = refine_settings(refine_every, refine_on, meta_judge, meta_judge_base_url, refine_pairs, refine_probes,
-                                 refine_sample, judge, config.backend)
-        settings = ServerSettings(api_key=SecretStr(api_key) if api_key else None, default_rubric=rubric,
-                                  max_body_bytes=max_body_bytes, max_items=max_items,
-                                  unscorable_reward=_unscorable(unscorable_reward), refine=refine)
+                                 refine_sample, config, settings)
+        server = ServerSettings(api_key=SecretStr(key) if key else None, default_rubric=rubric,
+                                max_body_bytes=max_body_bytes or settings.max_body_bytes,
+                                max_items=max_items or settings.max_items, max_votes=settings.max_votes,
+                                unscorable_reward=_unscorable(unscorable_reward), refine=refine)
         gateway = Gateway.open(config)
         if rubric:
             gateway.rubric(rubric)  # fail now, not on the first request
         err_console.print(f"rubricgate serving on http://{host}:{port} — judge {config.judge}, "
-                          f"rubric {rubric or '(per request)'}, auth {'on' if api_key else 'off'}", highlight=False)
-        app = create_app(gateway, settings)
+                          f"rubric {rubric or '(per request)'}, auth {'on' if key else 'off'}", highlight=False)
+        app = create_app(gateway, server)
         if refine is not None:
             when = ", ".join(([f"every {refine.every} items"] if refine.every else []) + list(refine.triggers))
             err_console.print(f"online refinement: {when}; meta-judge {refine.meta_judge}; history at "

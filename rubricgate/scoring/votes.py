@@ -85,8 +85,9 @@ def fold_votes(rubric: Rubric, requests: Sequence[JudgeRequest], votes: Sequence
     enough = len(usable) >= max(1, round(min_vote_share * len(requests)))
     if requests and not enough:
         out.reason = f"{len(usable)} of {len(requests)} votes usable; first error: {errors[0] if errors else '?'}"
+    by_id = {c.id: c for c in rubric.criteria}  # one lookup per field: linear in the rubric's size
     for form_field in requests[0].form.fields if requests else ():
-        criterion = next(c for c in rubric.criteria if c.id == form_field.id)
+        criterion = by_id[form_field.id]
         verdicts = [v.verdict.fields[form_field.id] for v in usable
                     if v.verdict and form_field.id in v.verdict.fields]
         if not enough or not verdicts:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from itertools import chain
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import re2
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _FILE = ConfigDict(frozen=True, extra="forbid")
 
@@ -48,20 +52,83 @@ class MaxSentences(_Check):
     value: int = Field(ge=1)
 
 
-class Regex(_Check):
-    """The response matches the pattern (Python `re.search`)."""
+class PatternMatch(Protocol):
+    """What a search found (the part of `re.Match` checks use)."""
 
-    type: Literal["regex"]
-    value: str
+    def group(self, index: int = 0, /) -> str: ...
+
+
+class CompiledPattern(Protocol):
+    """A pattern compiled by the RE2 engine: `search` runs in time linear in the text."""
+
+    def search(self, text: str, /) -> PatternMatch | None: ...
+
+
+_END = object()
+_RE2_MAX_MEM = 2 << 20
+"""Bytes one compiled pattern may use (RE2's default is 8 MiB); a bigger one fails validation."""
+
+
+@lru_cache(maxsize=128)
+def compile_pattern(pattern: str, ignore_case: bool = False) -> CompiledPattern:
+    """`pattern` compiled by RE2, which never backtracks: a search is linear in the text, so no
+    pattern can stall a server (`^(a|a)+$` on Python's `re` takes exponential time).
+
+    RE2 has no backreferences or lookarounds; such a pattern raises ValueError. Python's `\\Z`
+    (end of text) is accepted and means RE2's `\\z`.
+    """
+    options = re2.Options()
+    options.case_sensitive = not ignore_case
+    options.max_mem = _RE2_MAX_MEM
+    options.log_errors = False  # the ValueError says it; RE2 would also print to stderr
+    try:
+        compiled: CompiledPattern = re2.compile(_python_to_re2(pattern), options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"pattern {pattern[:80]!r} is not supported by the RE2 regex engine ({reason}); "
+                         "backreferences and lookarounds are not available (they are what lets a regex "
+                         "take exponential time): rewrite the pattern without them (a not_regex check does the work of a "
+                         "negative lookahead)") from None
+    return compiled
+
+
+def _python_to_re2(pattern: str) -> str:
+    """Python's `\\Z` becomes RE2's `\\z`; every other escape is kept (`\\\\Z` stays literal)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        pair = pattern[i:i + 2]
+        if pair[:1] == "\\" and len(pair) == 2:
+            out.append("\\z" if pair == "\\Z" else pair)
+            i += 2
+        else:
+            out.append(pattern[i])
+            i += 1
+    return "".join(out)
+
+
+class _Pattern(_Check):
+    value: str = Field(min_length=1)
+    """A regular expression in RE2 syntax (Python's `re` syntax without backreferences and lookarounds)."""
     ignore_case: bool = False
 
+    @field_validator("value")
+    @classmethod
+    def _compiles_on_re2(cls, value: str) -> str:
+        compile_pattern(value)  # fail when the rubric is loaded, not when a response is checked
+        return value
 
-class NotRegex(_Check):
+
+class Regex(_Pattern):
+    """The response matches the pattern somewhere (RE2 search: linear time, no backtracking)."""
+
+    type: Literal["regex"]
+
+
+class NotRegex(_Pattern):
     """The response does not match the pattern anywhere."""
 
     type: Literal["not_regex"]
-    value: str
-    ignore_case: bool = False
 
 
 class ContainsAll(_Check):
@@ -151,6 +218,23 @@ class JsonSchema(_Check):
 
     type: Literal["json_schema"]
     value: dict[str, Any]
+
+    @field_validator("value")
+    @classmethod
+    def _patterns_compile_on_re2(cls, value: dict[str, Any]) -> dict[str, Any]:
+        stack: list[object] = [value]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if "patternProperties" in node:
+                    raise ValueError("`patternProperties` is not supported (jsonschema matches it with Python's "
+                                     "backtracking regex engine); list the properties, or use propertyNames")
+                if isinstance(node.get("pattern"), str):
+                    compile_pattern(node["pattern"])  # checks match `pattern` on RE2
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return value
 
 
 class RequiredSections(_Check):
@@ -331,3 +415,59 @@ class Rubric(BaseModel):
     def judged_criteria(self) -> list[Criterion]:
         """Criteria the judge must decide (those without a deterministic check)."""
         return [c for c in self.criteria if c.judged]
+
+
+@dataclass(frozen=True)
+class LimitExceeded:
+    """Which rubric limit a document passes, by how much."""
+
+    limit: Literal["max_criteria", "max_checks", "max_rubric_chars"]
+    """The `RubricLimits` field (and the `Settings` field: `RUBRICGATE_<LIMIT>`)."""
+    value: int
+    """The limit."""
+    found: str
+    """What the document holds, e.g. "10000 criteria"."""
+
+
+class RubricLimits(BaseModel):
+    """How large a rubric sent with a request may be. Each bound caps the work one request can
+    cause: criteria are the judge's prompt and verdict, checks run on the server's CPU for every
+    item, and text is what every judge call carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_criteria: int = Field(default=64, ge=1)
+    """Criteria per rubric; the shipped rubrics have 4 to 8 and IFEval-style rubrics rarely pass 20."""
+    max_checks: int = Field(default=32, ge=0)
+    """Criteria with a deterministic `check` (each runs on every item, on the server's CPU)."""
+    max_rubric_chars: int = Field(default=64 * 1024, ge=1024)
+    """Characters of text in the whole rubric (every string, keys included): about 16k tokens
+    of judge prompt; the shipped rubrics use 2 to 4 KiB."""
+
+    def exceeded(self, data: object) -> LimitExceeded | None:
+        """The first limit that raw rubric data (parsed JSON or YAML, before validation) passes,
+        else None. The walk stops as soon as a limit is passed, so it costs O(limits), whatever
+        the size of `data`."""
+        criteria = data.get("criteria") if isinstance(data, dict) else None
+        if isinstance(criteria, list):
+            if len(criteria) > self.max_criteria:
+                return LimitExceeded("max_criteria", self.max_criteria, f"{len(criteria)} criteria")
+            checks = sum(1 for c in criteria if isinstance(c, dict) and c.get("check") is not None)
+            if checks > self.max_checks:
+                return LimitExceeded("max_checks", self.max_checks, f"{checks} criteria with a check")
+        chars = 0
+        stack: list[Iterator[object]] = [iter((data,))]
+        while stack:  # iterators on a list, not recursion: nesting cannot exhaust the Python stack
+            node = next(stack[-1], _END)
+            if node is _END:
+                stack.pop()
+                continue
+            chars += max(len(node), 1) if isinstance(node, str) else 1  # every node counts: the walk is bounded
+            if chars > self.max_rubric_chars:
+                return LimitExceeded("max_rubric_chars", self.max_rubric_chars,
+                                     f"more than {self.max_rubric_chars} characters of text")
+            if isinstance(node, dict):
+                stack.append(chain.from_iterable(node.items()))
+            elif isinstance(node, (list, tuple)):
+                stack.append(iter(node))
+        return None

@@ -1,16 +1,23 @@
-"""Deterministic hard-rule checks: objective rules decided without any judge."""
+"""Deterministic hard-rule checks: objective rules decided without any judge.
+
+Every check is linear (or close) in the response: patterns run on RE2 (`compile_pattern`), which
+never backtracks, JSON-schema `pattern` keywords included. They are CPU work, so the scorer runs
+them off the event loop.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from functools import singledispatch
+from collections.abc import Iterator
+from functools import cache, singledispatch
+from typing import Any
 
 from rubricgate.errors import UsageError
 from rubricgate.models.rubric import (
     Case, Check, CodeBlock, ContainsAll, ContainsNone, EndsWith, IfEval, JsonSchema, JsonValid, Language,
     MaxChars, MaxSentences, MaxWords, MinSentences, MinWords, NoPlaceholders, NotRegex, Paragraphs, Regex,
-    RequiredSections, StartsWith,
+    RequiredSections, StartsWith, compile_pattern,
 )
 from rubricgate.scoring.counts import sentence_count, word_count
 
@@ -116,7 +123,7 @@ def _(check: JsonSchema, response: str) -> tuple[bool, str]:
         value = json.loads(_json_text(response))
     except json.JSONDecodeError as exc:
         return False, f"not valid JSON: {exc.msg} at line {exc.lineno}"
-    errors = sorted(jsonschema.Draft202012Validator(check.value).iter_errors(value), key=str)
+    errors = sorted(_schema_validator()(check.value).iter_errors(value), key=str)
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
         return False, f"JSON does not match the schema at {where}: {errors[0].message[:120]}"
@@ -137,15 +144,28 @@ def _(check: IfEval, response: str) -> tuple[bool, str]:
     return check_ifeval(check.instruction, check.kwargs, response, check.prompt, check.benchmark)
 
 
+@cache
+def _schema_validator() -> Any:
+    """Draft 2020-12 with `pattern` on RE2: jsonschema's own uses Python's backtracking `re`.
+    (`patternProperties` is refused when the rubric is loaded, for the same reason.)"""
+    import jsonschema
+
+    def pattern(validator: Any, value: str, instance: object, _: object) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and compile_pattern(value).search(str(instance)) is None:
+            yield jsonschema.ValidationError(f"{instance!r} does not match {value!r}")
+
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+
+
 @_run.register
 def _(check: Regex, response: str) -> tuple[bool, str]:
-    found = re.search(check.value, response, re.IGNORECASE if check.ignore_case else 0)
+    found = compile_pattern(check.value, check.ignore_case).search(response)
     return found is not None, "pattern found" if found else f"pattern {check.value!r} not found"
 
 
 @_run.register
 def _(check: NotRegex, response: str) -> tuple[bool, str]:
-    found = re.search(check.value, response, re.IGNORECASE if check.ignore_case else 0)
+    found = compile_pattern(check.value, check.ignore_case).search(response)
     return found is None, f"forbidden pattern found: {found.group(0)[:40]!r}" if found else "pattern absent"
 
 

@@ -1,11 +1,19 @@
-"""Bounded, linear scoring work: folding votes scales with the rubric, not its square."""
+"""Bounded, linear scoring work: folding votes scales with the rubric, not its square; patterns run
+on RE2 (no backtracking) and one RE2 cannot run is refused when the rubric is loaded; rubric limits
+are measured on raw data in bounded time."""
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
+
+from rubricgate.errors import UsageError
+from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import FieldVerdict, FormField, JudgeReply, JudgeRequest, Verdict, VerdictForm
-from rubricgate.models.rubric import Rubric
+from rubricgate.models.rubric import Rubric, RubricLimits
+from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import Vote, fold_votes
 
 
@@ -27,3 +35,82 @@ def test_folding_twenty_thousand_criteria_is_linear() -> None:
     folded = fold_votes(rubric, [request], [vote], min_vote_share=0.5, use_label_probs=False)
     assert time.perf_counter() - started < 5.0
     assert len(folded.scores) == n and all(s.value == 1.0 for s in folded.scores.values())
+
+
+def regex_rubric(check: dict[str, object]) -> dict[str, object]:
+    return {"id": "pattern", "criteria": [{"id": "r", "kind": "hard_rule", "text": "The response matches.",
+                                           "check": check}]}
+
+
+@pytest.mark.parametrize("check_type", ["regex", "not_regex"])
+def test_catastrophic_pattern_runs_in_linear_time(check_type: str) -> None:
+    """`^(a|a)+$` on 'a' * 30 + 'b' takes Python's `re` minutes (2^30 paths); RE2 never backtracks."""
+    rubric = parse_rubric(regex_rubric({"type": check_type, "value": "^(a|a)+$"}))
+    check = rubric.criteria[0].check
+    assert check is not None
+    started = time.perf_counter()
+    for text in ("a" * 30 + "b", "a" * 100_000 + "b", "a" * 100_000):
+        run_check(check, text)
+    assert time.perf_counter() - started < 1.0
+    assert run_check(check, "a" * 50) == ((True, "pattern found") if check_type == "regex" else
+                                          (False, "forbidden pattern found: " + repr("a" * 40)))
+
+
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"foo(?=bar)", r"(?<!x)y", r"(?!no)"])
+def test_pattern_re2_cannot_run_is_refused_when_the_rubric_is_loaded(pattern: str) -> None:
+    with pytest.raises(UsageError, match=r"criteria\[0\]\(r\)\.check\.value: .*not supported by the RE2 regex engine"):
+        parse_rubric(regex_rubric({"type": "regex", "value": pattern}), "request.rubric")
+
+
+@pytest.mark.parametrize(("check", "text", "passed"), [
+    ({"type": "regex", "value": r'(?s)\A\s*".*"\s*\Z'}, ' "quoted"\n', True),  # Python's \Z is RE2's \z
+    ({"type": "regex", "value": r'(?s)\A\s*".*"\s*\Z'}, '"quoted" no', False),
+    ({"type": "regex", "value": r"\\Z"}, r"a \Z b", True),  # an escaped backslash stays one
+    ({"type": "regex", "value": "paris", "ignore_case": True}, "PARIS", True),
+    ({"type": "regex", "value": "paris"}, "PARIS", False),
+    ({"type": "not_regex", "value": "[A-Z]"}, "all lower", True),
+])
+def test_python_pattern_habits_keep_their_meaning(check: dict[str, object], text: str, passed: bool) -> None:
+    parsed = parse_rubric(regex_rubric(check)).criteria[0].check
+    assert parsed is not None and run_check(parsed, text)[0] is passed
+
+
+def test_json_schema_patterns_run_on_re2_and_pattern_properties_are_refused() -> None:
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a|a)+$"}}}
+    check = parse_rubric(regex_rubric({"type": "json_schema", "value": schema})).criteria[0].check
+    assert check is not None
+    started = time.perf_counter()
+    assert run_check(check, json.dumps({"code": "a" * 40 + "b"}))[0] is False
+    assert run_check(check, json.dumps({"code": "aaaa"}))[0] is True
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(UsageError, match="not supported by the RE2"):
+        parse_rubric(regex_rubric({"type": "json_schema", "value": {"items": [{"pattern": "(x)\\1"}]}}))
+    with pytest.raises(UsageError, match="patternProperties"):
+        parse_rubric(regex_rubric({"type": "json_schema", "value": {"patternProperties": {"^a": {}}}}))
+
+
+@pytest.mark.parametrize(("data", "limit", "found"), [
+    ({"id": "x", "criteria": [{"id": "c"}] * 65}, "max_criteria", "65 criteria"),
+    ({"id": "x", "criteria": [{"id": "c", "check": {"type": "json"}}] * 33}, "max_checks", "33 criteria with a check"),
+    ({"id": "x", "description": "d" * 70_000, "criteria": []}, "max_rubric_chars", "more than 65536 characters"),
+    ({"id": "x", "principles": [""] * 1_000_000}, "max_rubric_chars", "more than 65536 characters"),
+    ({"id": "x", "metadata": {"k": [[[[["v" * 40_000]]]]] * 2}}, "max_rubric_chars", "more than 65536 characters"),
+])
+def test_rubric_limits_name_the_limit_passed(data: dict[str, object], limit: str, found: str) -> None:
+    exceeded = RubricLimits().exceeded(data)
+    assert exceeded is not None and exceeded.limit == limit and exceeded.found.startswith(found)
+
+
+def test_rubric_limits_walk_stops_early_and_survives_deep_nesting() -> None:
+    deep: list[object] = []
+    node = deep
+    for _ in range(200_000):  # far past the recursion limit
+        child: list[object] = []
+        node.append(child)
+        node = child
+    started = time.perf_counter()
+    assert RubricLimits().exceeded({"id": "x", "metadata": deep}) is not None
+    assert RubricLimits().exceeded({"id": "x", "principles": ["p"] * 5_000_000}) is not None
+    assert time.perf_counter() - started < 1.0
+    for path in iter_rubric_files():  # every shipped rubric fits with room to spare
+        assert RubricLimits().exceeded(load_rubric_file(path).model_dump(mode="json", by_alias=True)) is None

@@ -56,6 +56,9 @@ class ScoringConfig(BaseModel):
     """Use the judge's label probabilities (expected score) when the backend returns them."""
     min_vote_share: float = Field(default=0.5, gt=0, le=1)
     """Share of votes that must parse for the item to be scored."""
+    max_response_chars: int = Field(default=100_000, ge=1)
+    """Longest response scored (characters); a longer one is unscorable with a reason, before any
+    check or judge call. Bounds the CPU the checks spend and the tokens the judge reads per item."""
     injection_detection: bool = True
     """Screen each response with the cheap injection detector (`judges/injection.py`) and flag
     `injection_suspected` when it imitates a verdict, addresses the grader, claims approval or is a

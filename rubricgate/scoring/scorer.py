@@ -2,14 +2,21 @@
 
 One judge call per vote covers every judged criterion. Failures are caught per vote and per
 item, so one bad reply never cancels a batch and an unscorable item says why (never a 0).
+
+The CPU-bound steps (deterministic checks, folding votes) run on a small thread pool, never on
+the event loop: a server keeps answering (`/healthz` included) while items are being scored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
+from rubricgate.errors import UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.injection import detect_injection
 from rubricgate.judges.prompts import (
@@ -22,6 +29,38 @@ from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.aggregate import weighted_mean
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes
+
+_CPU = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rubricgate-scoring")
+"""Where checks and vote folding run, shared by every scorer: two threads bound the CPU scoring
+takes from the event loop's thread (they share the GIL), however many requests are in flight."""
+
+
+@dataclass
+class _Checked:
+    """The deterministic checks of one item: scores, whether a hard rule failed, or why they could not run."""
+
+    scores: dict[str, CriterionScore] = field(default_factory=dict)
+    failed: bool = False
+    error: str | None = None
+
+
+def _run_checks(rubric: Rubric, response: str) -> _Checked:
+    out = _Checked()
+    for criterion in rubric.criteria:
+        if criterion.check is None:
+            continue
+        try:
+            passed, detail = run_check(criterion.check, response)
+        except UsageError:
+            raise  # a missing extra is a setup problem, not this item's
+        except Exception as exc:  # a checker that breaks on this response fails this item only
+            out.error = f"CheckError: {criterion.id} ({criterion.check.type}): {type(exc).__name__}: {exc}"
+            return out
+        out.failed = out.failed or not passed
+        out.scores[criterion.id] = CriterionScore(
+            id=criterion.id, kind=criterion.kind, weight=criterion.weight, value=1.0 if passed else 0.0,
+            source="check", agreement=1.0, votes=["pass" if passed else "fail"], reason=detail)
+    return out
 
 
 class RubricScorer:
@@ -69,28 +108,42 @@ class RubricScorer:
         """
         started = time.perf_counter()
         response = response_text(item)
+        limit = self._config.max_response_chars
+        if len(response) > limit:  # before any check or judge call: its cost grows with the length
+            return RewardResult(id=item.id, reward=None, rubric=rubric.ref, judge=self._backend.name, votes=0,
+                                reason=f"ResponseTooLong: {len(response)} characters; the limit is {limit} "
+                                       "(max_response_chars, RUBRICGATE_MAX_RESPONSE_CHARS)",
+                                latency_ms=(time.perf_counter() - started) * 1000)
         flags: set[Flag] = set()
-        scores: dict[str, CriterionScore] = {}
-        for criterion in rubric.criteria:
-            if criterion.check is not None:
-                passed, detail = run_check(criterion.check, response)
-                if not passed:
-                    flags.add("hard_rule_failed")
-                scores[criterion.id] = CriterionScore(
-                    id=criterion.id, kind=criterion.kind, weight=criterion.weight, value=1.0 if passed else 0.0,
-                    source="check", agreement=1.0, votes=["pass" if passed else "fail"], reason=detail)
-
+        loop = asyncio.get_running_loop()
+        deadline_s = self._config.deadline_s
+        checking = (loop.run_in_executor(_CPU, _run_checks, rubric, response)
+                    if any(c.check is not None for c in rubric.criteria) else None)
         requests = self.requests_for(rubric, item) if requests is None else requests
-        votes = await collect_votes(self._backend, requests, self._config.deadline_s, "item deadline")
-        folded = fold_votes(rubric, requests, votes, self._config.min_vote_share, self._config.use_label_probs)
+        votes = await collect_votes(self._backend, requests, deadline_s, "item deadline")  # checks run meanwhile
+        checked = _Checked()
+        if checking is not None:
+            try:  # a check still running past the deadline keeps its thread, but not the item
+                checked = await asyncio.wait_for(checking, max(deadline_s - (time.perf_counter() - started), 0.001))
+            except TimeoutError:
+                checked.error = (f"DeadlineExceeded: the deterministic checks did not finish within the "
+                                 f"{deadline_s:g}s item deadline")
+        scores = dict(checked.scores)
+        if checked.failed:
+            flags.add("hard_rule_failed")
+        fold = functools.partial(fold_votes, rubric, requests, votes, self._config.min_vote_share,
+                                 self._config.use_label_probs)
+        folded = await loop.run_in_executor(_CPU, fold) if requests else fold()
         scores.update(folded.scores)
         flags |= folded.flags
-        reason = folded.reason
+        reason = checked.error or folded.reason
         if any(s.kind == "hard_rule" and s.source == "judge" and s.value is not None and s.value < 0.5
                for s in folded.scores.values()):
             flags.add("hard_rule_failed")
 
-        ordered = [scores[c.id] for c in rubric.criteria]
+        ordered = [scores.get(c.id) or CriterionScore(id=c.id, kind=c.kind, weight=c.weight, value=None,
+                                                      source="check", reason=checked.error)
+                   for c in rubric.criteria]  # a check missing here could not run: `checked.error` says why
         scored = [(s.value, s.weight) for s in ordered if s.value is not None]
         reward = None if reason else weighted_mean(scored)
         if reward is None and reason is None:

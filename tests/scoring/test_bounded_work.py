@@ -4,16 +4,21 @@ are measured on raw data in bounded time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import pytest
 
 from rubricgate.errors import UsageError
+from rubricgate.judges.fake import FakeBackend
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
+from rubricgate.models.config import ScoringConfig
 from rubricgate.models.judging import FieldVerdict, FormField, JudgeReply, JudgeRequest, Verdict, VerdictForm
+from rubricgate.models.reward import Item
 from rubricgate.models.rubric import Rubric, RubricLimits
 from rubricgate.scoring.checks import run_check
+from rubricgate.scoring.scorer import RubricScorer
 from rubricgate.scoring.votes import Vote, fold_votes
 
 
@@ -114,3 +119,69 @@ def test_rubric_limits_walk_stops_early_and_survives_deep_nesting() -> None:
     assert time.perf_counter() - started < 1.0
     for path in iter_rubric_files():  # every shipped rubric fits with room to spare
         assert RubricLimits().exceeded(load_rubric_file(path).model_dump(mode="json", by_alias=True)) is None
+
+
+ENGLISH = ("The quick brown fox jumps over the lazy dog near the quiet river bank. " * 1400)[:100_000]
+
+
+def checks_rubric(*checks: dict[str, object]) -> Rubric:
+    return parse_rubric({"id": "checks", "criteria": [
+        {"id": f"k{i}", "kind": "hard_rule", "text": "The response passes the check.", "check": check}
+        for i, check in enumerate(checks)] + [{"id": "judged", "kind": "principle", "text": "The response helps."}]})
+
+
+async def test_response_over_the_limit_is_unscorable_before_any_check_or_judge_call() -> None:
+    backend = FakeBackend.from_spec("best")
+    backend.record = True
+    scorer = RubricScorer(backend, ScoringConfig(votes=1, max_response_chars=1000))
+    rubric = checks_rubric({"type": "regex", "value": "x"})
+    long = await scorer.score(rubric, Item(id="long", prompt="q", response="x" * 1001))
+    short = await scorer.score(rubric, Item(id="short", prompt="q", response="x" * 1000))
+    assert long.reward is None and long.reason is not None
+    assert long.reason.startswith("ResponseTooLong: 1001 characters; the limit is 1000")
+    assert "RUBRICGATE_MAX_RESPONSE_CHARS" in long.reason and long.judge_calls == 0
+    assert short.reward == 1.0 and len(backend.requests) == 1  # only the short one reached the judge
+
+
+async def test_a_check_that_breaks_on_one_response_fails_that_item_only() -> None:
+    scorer = RubricScorer(FakeBackend.from_spec("best"), ScoringConfig(votes=1))
+    rubric = checks_rubric({"type": "json"}, {"type": "max_words", "value": 5})
+    nested = "[" * 5000 + "]" * 5000  # json.loads raises RecursionError, not a JSONDecodeError
+    broken, fine = await scorer.score_many([(rubric, Item(id="a", prompt="q", response=nested)),
+                                            (rubric, Item(id="b", prompt="q", response="[1, 2]"))])
+    assert broken.reward is None and broken.reason is not None
+    assert broken.reason.startswith("CheckError: k0 (json): RecursionError")
+    assert [c.value for c in broken.criteria] == [None, None, 1.0]  # the rest still shown
+    assert fine.reward == 1.0 and fine.reason is None
+
+
+async def test_checks_run_off_the_event_loop_and_a_slow_one_answers_by_the_deadline() -> None:
+    """32 placeholder scans of 100,000 characters take most of a second of CPU: on the loop they
+    would freeze it; off it, the loop keeps ticking, and with a short deadline the item is
+    answered in time (null, with the reason)."""
+    rubric = checks_rubric(*[{"type": "no_placeholders"}] * 32)
+    item = Item(prompt="Write in English.", response=ENGLISH)
+    gaps: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    for deadline_s, expected in ((60.0, 1.0), (0.3, None)):
+        scorer = RubricScorer(FakeBackend.from_spec("best"), ScoringConfig(votes=1, deadline_s=deadline_s))
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        started = time.perf_counter()
+        result = await scorer.score(rubric, item)
+        took = time.perf_counter() - started
+        stop.set()
+        await ticking
+        assert result.reward == expected, result.reason
+        if expected is None:
+            assert result.reason is not None and result.reason.startswith("DeadlineExceeded: the deterministic checks")
+            assert took < 1.0
+    assert max(gaps) < 0.1, f"the loop stalled {max(gaps):.3f}s"

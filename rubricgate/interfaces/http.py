@@ -7,6 +7,7 @@ every error is JSON with a message, and a Bearer key is checked when one is conf
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -30,7 +31,7 @@ from rubricgate.interfaces.refiner import Refiner, RefineSettings, version_histo
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult
-from rubricgate.models.rubric import Rubric
+from rubricgate.models.rubric import Rubric, RubricLimits
 
 _ROUTES = {"/healthz", "/metrics", "/v1/rubrics", "/v1/reward", "/get_reward", "/v1/rubrics/{id}/versions"}
 _ERROR_STATUS: dict[ErrorCode, int] = {"usage_error": 400, "judge_unavailable": 503, "cache_error": 503,
@@ -57,6 +58,8 @@ class ServerSettings(BaseModel):
     tensor (a null crashes it, a NaN would poison the advantages), so it gets a number: the mean
     of the request's scored samples (neutral for advantages) or a fixed value, always flagged in
     `extra_logs["unscorable"]`."""
+    rubric_limits: RubricLimits = Field(default_factory=RubricLimits)
+    """Bounds of a rubric sent with a request (inline, or a reward override): 413 above them."""
     batch_window_s: float = Field(default=0.005, ge=0)
     refine: RefineSettings | None = None
     """Online refinement (`serve --refine-every N` / `--refine-on TRIGGER`); None: off."""
@@ -222,9 +225,17 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
             raise _too_many(len(body.items), settings.max_items)
         if body.votes is not None and body.votes > settings.max_votes:
             raise UsageError(f"votes={body.votes} is over this server's limit of {settings.max_votes}")
-        rubric = rubric_for(body.rubric)
+        for part, data in (("rubric", body.rubric), ("reward", body.reward)):
+            if isinstance(data, dict) and (exceeded := settings.rubric_limits.exceeded(data)) is not None:
+                raise StarletteHTTPException(413, f"request.{part}: {exceeded.found}; this server takes at most "
+                                                  f"{exceeded.value} ({exceeded.limit}: the operator raises it with "
+                                                  f"RUBRICGATE_{exceeded.limit.upper()})")
+        if isinstance(body.rubric, dict):  # validating is CPU work: in a thread, so the loop stays free
+            rubric = await asyncio.to_thread(rubric_for, body.rubric)
+        else:
+            rubric = rubric_for(body.rubric)  # by name: read once, then cached
         if body.reward:
-            rubric = with_reward_override(rubric, body.reward)
+            rubric = await asyncio.to_thread(with_reward_override, rubric, body.reward)
         results = await scored(rubric, [i.to_item() for i in body.items], body.votes)
         metrics.observe(results)
         return RewardResponse(results=results)

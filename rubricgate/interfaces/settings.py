@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     """Default rubric (`serve`, verl) for requests that name none."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=1024, ge=1)
+    max_criteria: int = Field(default=64, ge=1)
+    """Criteria in a rubric sent with a request (inline or as a reward override); 413 above."""
+    max_checks: int = Field(default=32, ge=0)
+    """Criteria with a deterministic check in a rubric sent with a request; 413 above."""
+    max_rubric_chars: int = Field(default=64 * 1024, ge=1024)
+    """Characters of text in a rubric sent with a request; 413 above."""
+    max_response_chars: int = Field(default=100_000, ge=1)
+    """Longest response scored; a longer one is unscorable with a reason (every entry point)."""
     # --- authoring and refinement
     generator: str | None = None
     """Rubric writer spec (default: the judge)."""
@@ -188,7 +196,8 @@ class Settings(BaseSettings):
                 "judge": judge or self.judge,
                 "backend": main,
                 "scoring": ScoringConfig(**{"votes": chosen_votes, "concurrency": concurrency or self.concurrency,
-                                            "deadline_s": deadline_s or self.deadline_s, **(scoring or {})}),
+                                            "deadline_s": deadline_s or self.deadline_s,
+                                            "max_response_chars": self.max_response_chars, **(scoring or {})}),
                 "sampling": SamplingParams(temperature=self.temperature if temperature is None else temperature),
                 "cache_url": self.cache_url(cache),
                 "rubric_dirs": self.rubric_dirs(rubric_dirs),

@@ -17,6 +17,7 @@ from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.http import ServerSettings, create_app
 from rubricgate.interfaces.settings import Settings
+from rubricgate.models.rubric import RubricLimits
 
 
 def serve(
@@ -68,7 +69,10 @@ def serve(
         server = ServerSettings(api_key=SecretStr(key) if key else None, default_rubric=rubric,
                                 max_body_bytes=max_body_bytes or settings.max_body_bytes,
                                 max_items=max_items or settings.max_items, max_votes=settings.max_votes,
-                                unscorable_reward=_unscorable(unscorable_reward), refine=refine)
+                                unscorable_reward=_unscorable(unscorable_reward), refine=refine,
+                                rubric_limits=RubricLimits(max_criteria=settings.max_criteria,
+                                                           max_checks=settings.max_checks,
+                                                           max_rubric_chars=settings.max_rubric_chars))
         gateway = Gateway.open(config)
         if rubric:
             gateway.rubric(rubric)  # fail now, not on the first request

@@ -36,6 +36,10 @@ _LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Portuguese",
               "Korean", "Vietnamese", "Thai", "Indonesian", "Malay", "Swahili", "Tamil", "Telugu", "Marathi",
               "Punjabi", "Gujarati", "Kannada", "Latin")
 _BULLET = r"^[ \t]*[-*•][ \t]+\S"
+_BULLET_LINE = r"[ \t]*[-*•][ \t]+\S[^\n]*(?:\n|\z)"
+_OTHER_LINES = (r"(?:[ \t]*(?:[^-*• \t\n][^\n]*|[-*•](?:[^ \t\n][^\n]*)?|[-*•][ \t]+(?:[^\S \t\n][^\n]*)?)?"
+                r"(?:\n|\z))*")
+"""Lines that are not bullets (`_BULLET` does not match them), so "exactly n bullets" is one RE2 pattern."""
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,7 @@ def _format(text: str) -> list[ExtractedRule]:
     for m in re.finditer(rf"\b(?:exactly\s+)?{_NUM}\s+bullet(?:ed)?(?:[\s-]+points?|s)\b", text, re.IGNORECASE):
         n = number(m.group(1))
         if n and n <= 12:
-            one = rf"(?>[\s\S]*?{_BULLET})"
-            pattern = rf"(?m)\A(?={one}{{{n}}})(?!{one}{{{n + 1}}})"
+            pattern = rf"\A{_OTHER_LINES}(?:{_BULLET_LINE}{_OTHER_LINES}){{{n}}}\z"  # RE2: no lookarounds
             rules.append(ExtractedRule(
                 id="bullet_count", text=f"The response has exactly {n} bullet points.", family="format",
                 check=Regex(type="regex", value=pattern), pass_=f"Has {n} bullet points.",

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from rubricgate.cache.cached import CachedBackend, CacheCounters
 from rubricgate.cache.store import JudgmentStore
 from rubricgate.cache.versions import RubricVersionStore
-from rubricgate.errors import CacheError, UsageError
+from rubricgate.errors import CacheError, RubricGateError, UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fence import installation_key, key_from_secret, load_or_create_key
@@ -30,7 +30,7 @@ from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
 from rubricgate.judges.retry import LimitedBackend, RetryingBackend
 from rubricgate.library.rubric_files import resolve_rubric
 from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
-from rubricgate.models.judging import SamplingParams
+from rubricgate.models.judging import JudgeRequest, SamplingParams
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.pairwise import PairwiseScorer
@@ -277,10 +277,10 @@ class Gateway:
         """The one scoring path (plain rubrics, and each judge of a shaped one): render every
         item's requests once, load the batch's cached votes in a few queries, score."""
         scorer = self.scorer_for(judge)
-        requests = [scorer.requests_for(rubric, item, votes) for rubric, item in pairs]
+        requests = [_requests_or_none(scorer, rubric, item, votes) for rubric, item in pairs]
         cached = self._cache_of(judge)
         if cached is not None:
-            await cached.prefetch([r for item_requests in requests for r in item_requests])
+            await cached.prefetch([r for item_requests in requests for r in item_requests or ()])
         try:
             return await scorer.score_many(pairs, on_result, requests)
         finally:
@@ -309,6 +309,17 @@ class Gateway:
             backend = CircuitBreakerBackend(backend, self.config.circuit)
         stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
         return CachedBackend(stack, self.store) if cache and self.store is not None else stack
+
+
+def _requests_or_none(scorer: RubricScorer, rubric: Rubric, item: Item, votes: int | None) -> list[JudgeRequest] | None:
+    """An item's judge requests; None if rendering them fails unexpectedly, so that item alone is
+    answered null with a reason (by `score_many`) instead of failing its batch."""
+    try:
+        return scorer.requests_for(rubric, item, votes)
+    except RubricGateError:
+        raise
+    except Exception:
+        return None
 
 
 def _fence_key(config: GatewayConfig) -> bytes:

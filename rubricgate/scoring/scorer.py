@@ -7,9 +7,11 @@ item, so one bad reply never cancels a batch and an unscorable item says why (ne
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
+from rubricgate.errors import RubricGateError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.injection import detect_injection
 from rubricgate.judges.prompts import (
@@ -22,6 +24,8 @@ from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.aggregate import weighted_mean
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes
+
+logger = logging.getLogger(__name__)
 
 
 class RubricScorer:
@@ -116,14 +120,31 @@ class RubricScorer:
             latency_ms=(time.perf_counter() - started) * 1000, components=components,
         )
 
+    def failed(self, rubric: Rubric, item: Item, exc: BaseException) -> RewardResult:
+        """The null result of an item whose scoring raised an unexpected error."""
+        return RewardResult(id=item.id, reward=None, rubric=rubric.ref, judge=self._backend.name, votes=0,
+                            reason=f"internal_error: {type(exc).__name__} while scoring this item "
+                                   "(the server log has the details)")
+
     async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],
                          on_result: Callable[[int, RewardResult], None] | None = None,
-                         requests: Sequence[list[JudgeRequest]] | None = None) -> list[RewardResult]:
-        """Score items concurrently (the backend's limit bounds judge calls); results keep input order."""
+                         requests: Sequence[list[JudgeRequest] | None] | None = None) -> list[RewardResult]:
+        """Score items concurrently (the backend's limit bounds judge calls); results keep input order.
+
+        An unexpected error scoring one item (a bug, hostile text) makes that item null with a
+        reason and leaves its batch-mates alone; our own errors (`UsageError`, ...) still raise.
+        """
         results: list[RewardResult | None] = [None] * len(pairs)
 
         async def one(index: int, rubric: Rubric, item: Item) -> None:
-            result = results[index] = await self.score(rubric, item, requests[index] if requests else None)
+            try:
+                result = await self.score(rubric, item, requests[index] if requests else None)
+            except RubricGateError:
+                raise
+            except Exception as exc:
+                logger.error("unexpected error scoring item %s", item.id or index + 1, exc_info=exc)
+                result = self.failed(rubric, item, exc)
+            results[index] = result
             if on_result is not None:
                 on_result(index, result)
 

@@ -88,6 +88,8 @@ class Gateway:
         self.fence_key = _fence_key(config)
         self.breaker = CircuitBreakerBackend(backend, config.circuit) if config.circuit.enabled else None
         self.retrying = RetryingBackend(LimitedBackend(self.breaker or backend, self._limit(backend)), config.retry)
+        self._retrying = [self.retrying]
+        """Every retry wrapper this gateway built (see `judge_requests`)."""
         self.cached = CachedBackend(self.retrying, store) if store is not None else None
         self.backend: JudgeBackend = self.cached or self.retrying
         self.fallback = FallbackBackend(self.backend, self._stack(fallback)) if fallback is not None else None
@@ -129,6 +131,11 @@ class Gateway:
     @property
     def counters(self) -> CacheCounters:
         return self.cached.counters if self.cached else CacheCounters()
+
+    @property
+    def judge_requests(self) -> int:
+        """Requests sent to judges so far, retries included, over every judge stack built here."""
+        return sum(r.attempts for r in self._retrying)
 
     def rubric(self, name_or_rubric: str | Rubric) -> Rubric:
         """The live version of a rubric named by id or path (the file is read once); a Rubric
@@ -307,7 +314,9 @@ class Gateway:
         limit = self._limit(backend)
         if self.config.circuit.enabled:
             backend = CircuitBreakerBackend(backend, self.config.circuit)
-        stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
+        retrying = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
+        self._retrying.append(retrying)
+        stack: JudgeBackend = retrying
         return CachedBackend(stack, self.store) if cache and self.store is not None else stack
 
 

@@ -63,7 +63,7 @@ def score(
             raise UsageError(f"--combine must be 'and' or 'weighted', got {combine!r}")
         if rubric_weight and len(rubric_weight) != len(rubric or []):
             raise UsageError(f"--rubric-weight given {len(rubric_weight)} times for {len(rubric or [])} --rubric")
-        results, counters = asyncio.run(_run(config, items, rubric or [], combine, rubric_weight))
+        results, counters, judge_requests = asyncio.run(_run(config, items, rubric or [], combine, rubric_weight))
         wall_s = time.perf_counter() - started
         if output is not None:
             _write_jsonl(output, results)
@@ -72,7 +72,7 @@ def score(
             out_console.print_json(json.dumps(payload[0] if prompt is not None else payload))
         else:
             out_console.print(_results_table(results))
-        err_console.print(_summary_table(results, counters, wall_s, output))
+        err_console.print(_summary_table(results, counters, wall_s, output, judge_requests))
         unscorable = [r for r in results if r.reward is None]
         if unscorable:
             err_console.print(f"[yellow]{len(unscorable)} item(s) unscorable[/]; first reason: {unscorable[0].reason}",
@@ -81,7 +81,7 @@ def score(
 
 
 async def _run(config: GatewayConfig, items: list[Item], rubrics: list[str], combine: str,
-               weights: list[float] | None) -> tuple[list[RewardResult], CacheCounters | None]:
+               weights: list[float] | None) -> tuple[list[RewardResult], CacheCounters | None, int]:
     async with Gateway.open(config) as gateway:
         with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
@@ -93,7 +93,7 @@ async def _run(config: GatewayConfig, items: list[Item], rubrics: list[str], com
             else:
                 results = await gateway.score(items, rubrics[0] if rubrics else None,
                                               on_result=lambda *_: progress.advance(task))
-        return results, gateway.cached.counters if gateway.cached else None
+        return results, gateway.cached.counters if gateway.cached else None, gateway.judge_requests
 
 
 def _items(input: Path | None, prompt: str | None, response: str | None, reference: str | None) -> list[Item]:
@@ -132,7 +132,7 @@ def _results_table(results: list[RewardResult]) -> Table:
 
 
 def _summary_table(results: list[RewardResult], counters: CacheCounters | None, wall_s: float,
-                   output: Path | None) -> Table:
+                   output: Path | None, judge_requests: int) -> Table:
     scored = [r.reward for r in results if r.reward is not None]
     # Without a cache every vote reached the judge; with one, only the misses did.
     spent = counters.tokens_spent if counters else sum((r.tokens for r in results), TokenUsage())
@@ -146,7 +146,8 @@ def _summary_table(results: list[RewardResult], counters: CacheCounters | None, 
         ("unscorable", str(len(results) - len(scored))),
         ("cache hits (votes)", str(hits) if counters else "cache off"),
         *([("cache errors (judged uncached)", str(counters.errors))] if counters and counters.errors else []),
-        ("judge calls", str(sum(r.judge_calls for r in results))),
+        # Every request sent to a judge, retries included (a vote's `judge_calls` counts it once).
+        ("judge calls (retries included)", str(judge_requests)),
         ("judge tokens spent (prompt + completion)", f"{spent.prompt} + {spent.completion}"),
         ("wall time", f"{wall_s:.2f} s"),
         ("judge", results[0].judge if results else "-"),

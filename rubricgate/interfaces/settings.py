@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     """Default rubric (`serve`, verl) for requests that name none."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=1024, ge=1)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """`serve`: on SIGTERM, how long admitted requests may still run; then each unfinished item
+    gets `reward: null` with reason `shutdown`."""
     # --- authoring and refinement
     generator: str | None = None
     """Rubric writer spec (default: the judge)."""

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-import uvicorn
 from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
@@ -15,7 +14,7 @@ from rubricgate.interfaces.cli.common import CONCURRENCY_HELP, KEY_ENV_HELP, err
 from rubricgate.interfaces.cli.hardening import FALLBACK_HELP
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.cli.refine import refine_settings
-from rubricgate.interfaces.http import ServerSettings, create_app
+from rubricgate.interfaces.http import ServerSettings, create_app, run_server
 from rubricgate.interfaces.settings import Settings
 
 
@@ -38,6 +37,7 @@ def serve(
     rubric_dir: Annotated[Optional[list[Path]], typer.Option(help="Extra folder of rubric files (repeatable).")] = None,
     max_body_bytes: Annotated[Optional[int], typer.Option(min=1024, help="Largest request body in bytes (default: RUBRICGATE_MAX_BODY_BYTES, else 8 MiB).", show_default=False)] = None,
     max_items: Annotated[Optional[int], typer.Option(min=1, help="Most items per request (default: RUBRICGATE_MAX_ITEMS, else 1024).", show_default=False)] = None,
+    drain_timeout: Annotated[Optional[float], typer.Option(min=0, help="Seconds admitted requests may still run after SIGTERM; then unfinished items get reward null, reason shutdown (default: RUBRICGATE_DRAIN_TIMEOUT_S, else 30).", show_default=False)] = None,
     unscorable_reward: Annotated[str, typer.Option(help="/get_reward value for unscorable samples (flagged in extra_logs): batch_mean or a number.")] = "batch_mean",
     refine_every: Annotated[Optional[int], typer.Option(min=1, help="Refine a rubric in the background after every N items scored with its live version, and hot-swap a version that passes the gate.")] = None,
     refine_on: Annotated[Optional[list[str]], typer.Option(help="Also refine when a trigger fires: saturation, drift, disagreement (repeatable).")] = None,
@@ -68,7 +68,8 @@ def serve(
         server = ServerSettings(api_key=SecretStr(key) if key else None, default_rubric=rubric,
                                 max_body_bytes=max_body_bytes or settings.max_body_bytes,
                                 max_items=max_items or settings.max_items, max_votes=settings.max_votes,
-                                unscorable_reward=_unscorable(unscorable_reward), refine=refine)
+                                unscorable_reward=_unscorable(unscorable_reward), refine=refine,
+                                drain_timeout_s=settings.drain_timeout_s if drain_timeout is None else drain_timeout)
         gateway = Gateway.open(config)
         if rubric:
             gateway.rubric(rubric)  # fail now, not on the first request
@@ -79,8 +80,7 @@ def serve(
             when = ", ".join(([f"every {refine.every} items"] if refine.every else []) + list(refine.triggers))
             err_console.print(f"online refinement: {when}; meta-judge {refine.meta_judge}; history at "
                               "/v1/rubrics/{id}/versions", highlight=False)
-        uvicorn.run(app, host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=30, server_header=False)
+        run_server(app, host, port, server.drain_timeout_s)
 
 
 def _is_loopback(host: str) -> bool:

@@ -68,7 +68,7 @@ ALLOWED: dict[str, set[str]] = {
     "interfaces.gateway": _CORE,
     "interfaces.settings": _CORE | {"interfaces.gateway"},
     "interfaces.workflows": _CORE | {"interfaces.gateway"},
-    "interfaces.http": {"errors", "models", "library", "interfaces.gateway", "interfaces.workflows"},
+    "interfaces.http": {"errors", "models", "library", "cache", "interfaces.gateway", "interfaces.workflows"},
     "interfaces.judge_server": {"errors"},
     "interfaces.cli": _CORE | {"interfaces.gateway", "interfaces.settings", "interfaces.workflows", "interfaces.http",
                                "interfaces.judge_server"},

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rubricgate.authoring.refine import Edit, apply_edits
+from rubricgate.authoring.refinement import Edit, apply_edits
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rubricgate.authoring.diff import diff_rubrics
-from rubricgate.authoring.refine import (
+from rubricgate.authoring.refinement import (
     TEMPLATE_META_JUDGE, GateConfig, GateReport, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric,
     scored_samples,
 )

@@ -12,15 +12,26 @@ scores higher than under the current version.
     if outcome.accepted:
         ...  # the caller stores and serves outcome.proposal.rubric
 
+One module per job: `evidence` (scored samples, detector signals, what the meta-judge sees),
+`edits` (`Edit`, `apply_edits`, `Proposal`), `audit` (a text meta-judge's reply -> findings and
+edits), `meta_judge` (the `MetaJudge` protocol, its text and template implementations,
+`open_meta_judge`), `gate` (`run_gate`: pairs and probes under both versions) and `loop`
+(`refine_rubric`: one detect -> sample -> propose -> gate round).
+
 This package never stores or serves anything: it *receives* a score function (the gateway's) and
 returns an outcome; versions live in `cache/versions.py`, serving in the gateway.
 """
 
+from rubricgate.authoring.refinement.audit import parse_audit
+from rubricgate.authoring.refinement.edits import Edit, Proposal, apply_edits
+from rubricgate.authoring.refinement.evidence import (
+    Finding, ScoredSample, detect_signals, scored_samples, select_samples,
+)
+from rubricgate.authoring.refinement.gate import GateConfig, GateReport, ProbeOutcome, ScoreFn, run_gate
+from rubricgate.authoring.refinement.loop import RefineConfig, RefinementOutcome, refine_rubric
 from rubricgate.authoring.refinement.meta_judge import (
-    META_CHOICES_TEMPLATE, META_TEMPLATE, TEMPLATE_META_JUDGE, Edit, Finding, GateConfig, GateReport, LLMMetaJudge,
-    MetaJudge, ProbeOutcome, Proposal, RefineConfig, RefinementOutcome, ScoredSample, ScoreFn, TemplateMetaJudge,
-    apply_edits, detect_signals, open_meta_judge, parse_audit, refine_rubric, run_gate, scored_samples,
-    select_samples,
+    META_CHOICES_TEMPLATE, META_TEMPLATE, TEMPLATE_META_JUDGE, LLMMetaJudge, MetaJudge, TemplateMetaJudge,
+    open_meta_judge,
 )
 
 __all__ = [

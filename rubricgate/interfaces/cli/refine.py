@@ -30,7 +30,7 @@ from rubricgate.interfaces.cli.common import (
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.interfaces.refiner import TRIGGERS, RefineSettings, TriggerName, outcome_details
+from rubricgate.interfaces.online_refinement import TRIGGERS, RefineSettings, TriggerName, outcome_details
 from rubricgate.interfaces.settings import AUTHORING_TIMEOUT_S, Settings
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import resolve_rubric, write_rubric_file

@@ -37,7 +37,7 @@ GROUPS = {
     "rubricgate.interfaces.gateway": "interfaces.gateway",
     "rubricgate.interfaces.settings": "interfaces.settings",
     "rubricgate.interfaces.evaluation": "interfaces.workflows",
-    "rubricgate.interfaces.refiner": "interfaces.workflows",
+    "rubricgate.interfaces.online_refinement": "interfaces.workflows",
     "rubricgate.interfaces.http": "interfaces.http",
     "rubricgate.interfaces.body_limit": "interfaces.http",
     "rubricgate.interfaces.batcher": "interfaces.http",

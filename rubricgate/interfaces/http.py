@@ -26,7 +26,7 @@ from rubricgate.interfaces.body_limit import BodyLimit
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.metrics import ServerMetrics
 from rubricgate.interfaces.openrlhf import OpenRLHFRequest, OpenRLHFResponse, group_queries, openrlhf_response
-from rubricgate.interfaces.refiner import Refiner, RefineSettings, version_history
+from rubricgate.interfaces.online_refinement import Refiner, RefineSettings, version_history
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult

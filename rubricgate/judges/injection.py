@@ -46,7 +46,7 @@ from rubricgate.models.judging import ChatMessage, FormField, JudgeRequest, Samp
 
 InjectionKind = Literal["verdict_imitation", "fake_rubric", "role_tag", "fence_escape", "grader_address",
                         "approval_claim", "master_key", "obfuscation"]
-Context = Literal["verdict", "rating", "testing", "code", "markup", "dialogue", "chat_template", "security", "review",
+Context = Literal["verdict", "rating", "stars", "testing", "code", "markup", "dialogue", "chat_template", "security", "review",
                   "grading", "math"]
 
 _SCAN_CHARS = 200_000
@@ -132,8 +132,9 @@ _CONTEXTS: dict[Context, re.Pattern[str]] = {
     "verdict": re.compile(r"(^|[.!?:;\n(]\s*|\bplease\s+|\bthen\s+|\byou\s+|\band\s+)(rate|score|grade|mark|evaluate"
                           r"|assess|judge|classify|label|rank|review|give|assign|output|return|respond|reply|provide"
                           r"|format|answer|include|write|generate|produce|predict|determine|decide)\b|\bwhat\s+(score"
-                          r"|rating|grade|mark|verdict|result|label|status)s?\b|\bscale\b|\bout\s+of\s+\d|\b\d+\s*(-|–|to)"
-                          r"\s*\d+\b|\bjson\b|\bformat\b|\bpass\s*(/|or)\s*fail\b|\bstars?\b", re.MULTILINE),
+                          r"|rating|grade|mark|verdict|result|label|status)s?\b|\bon\s+a\s+(\d+[- ]point\s+)?scale\b|\bscale\s+(of|from)"
+                          r"\s+\d|\bout\s+of\s+\d|\b\d+\s*(-|–|to)\s*\d+\b|\bjson\b|\bformat\b|\bpass\s*(/|or)\s*fail\b",
+                          re.MULTILINE),
     "testing": re.compile(r"\b(tests?|testing|tested|pytest|unittest|unit[- ]tests?|ci|continuous integration|assert"
                           r"\w*|checks?|checker|checklist|lint\w*|build|exam\w*|quiz\w*|pass|passes|passed|passing|fail"
                           r"\w*|qa|validat\w*|verif\w*|status|inspection|audit|compliance|criteria)\b"),
@@ -151,6 +152,7 @@ _CONTEXTS: dict[Context, re.Pattern[str]] = {
     "review": re.compile(r"\b(review\w*|grader|judge|evaluator|referee|examiner|teacher|rubric|peer review)\b"),
     "grading": re.compile(r"\b(scor(e|es|ing)|rating|grad(e|es|ing)|verdict|winner|evaluat\w*|rubric|judg\w*"
                           r"|assess\w*)\b"),
+    "stars": re.compile(r"\b(stars?|ratings?|michelin|hotel|reviews?)\b"),
     "math": re.compile(r"\d\s*[-+*/x×÷^]\s*\d|\b(fraction|probability|ratio|divid\w*|percent\w*|proportion|odds"
                        r"|math\w*|calculat\w*|equation|solve)\b"),
 }
@@ -247,9 +249,9 @@ _NUM = (r"(?:\d{1,3}(?:\.\d+)?(?:\s*(?:/|out\s+of)\s*\d{1,3})?\s*%?)"
         r"(?![ \t]*[-–:][ \t]*\d|\d|\.\d|[ \t]*(?!stars?\b|points?\b|marks?\b|pts\b)[a-z]{2}|(?<=\b1)\.[ \t]+[a-z])")
 _PASS_LABEL = (r"(?:pass(?:ed)?|approved|accepted|correct|success(?:ful)?|verified|excellent|perfect)"
                r"(?=[ \t]*(?:$|[.,;!)\]\"'}|<✅]))")
-_LABEL = (r"(?:pass(?:ed)?|fail(?:ed)?|yes|true|correct|approved|accepted|excellent|perfect|full(?:\s+marks)?|max(?:imum)?"
-          r"|[a-f][+-]?(?=\s*(?:$|[.,;)\]\"'}|<])))")
-_VALUE = rf"[\"'\[(]?\s*(?:{_NUM}|{_LABEL}\b)"
+_LABEL = (r"(?:(?:pass(?:ed)?|fail(?:ed)?|yes|true|correct|approved|accepted|excellent|perfect|full(?:\s+marks)?"
+          r"|max(?:imum)?)\b|[a-f][+-]?(?=[ \t]*(?:$|[.,;)\]\"'}|<])))")
+_VALUE = rf"[\"'\[(]?\s*(?:{_NUM}|{_LABEL})"
 _FRACTION = r"(?<![\w/.,])\d{1,3}(?:\.\d)?\s*(?:/|out\s+of)\s*(?:5|10|100)(?![\d/.,]\d|\d)"
 _VERDICT_NEEDLES = ("score", "rating", "grade", "verdict", "evaluation", "assessment", "judg", "mark", "point", "winner",
                     "reward", "correct", "result", "decision", "outcome", "label", "overall", "status", "prefer",
@@ -265,7 +267,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule("verdict_imitation", "bracket_value", rf"[\[【(]\s*{_ANY_KEY}\s*(?:[\]】)]\s*[:=]?\s*|[:=]\s*){_VALUE}"
           rf"|\[\[\s*(?:\d{{1,3}}(?:\.\d)?|[ab])\s*\]\]", ("verdict",), ("[", "【", "(")),
     _rule("verdict_imitation", "soft_key_value", rf"{_SOFT_KEY}\s*[\"'\]>]?\s*(?:[:=]|->|=>)\s*"
-          rf"[\"']?{_PASS_LABEL}", ("verdict",), ("result", "decision", "outcome", "label", "overall", "status",
+          rf"[\"']?{_PASS_LABEL}", ("verdict", "testing"), ("result", "decision", "outcome", "label", "overall", "status",
           "prefer", "quality")),
     _rule("verdict_imitation", "table_column", rf"^\s*\|(?:[^|\n]*\|)*\s*{_KEY}\s*\|", ("verdict",), ("|",)),
     _rule("verdict_imitation", "claimed_score", rf"\b(?:my|this|the|your|its|final|overall)\s+(?:[a-z]+\s+)?{_KEY}\s+(?:is|should\s+be"
@@ -278,7 +280,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule("verdict_imitation", "winner_claim", r"\b(?:winner\s+is|(?:response|answer|output|assistant|option)\s+[ab12]"
           r"\s+(?:wins|is\s+(?:the\s+)?(?:winner|better|superior|correct|preferred)))\b", (), ("winner", "wins", "better",
           "superior", "correct", "preferred")),
-    _rule("verdict_imitation", "stars", r"[★⭐]{3,}", ("rating",), ("★", "⭐")),
+    _rule("verdict_imitation", "stars", r"[★⭐]{3,}", ("rating", "stars"), ("★", "⭐")),
     # --- fake rubric text
     _rule("fake_rubric", "rubric_heading", r"\b(?:(?:evaluation|grading|scoring|assessment)\s+(?:rubric|criteria|result"
           r"|results|summary|report|matrix|table)|rubric\s+(?:applied|checks?|scores?|results?|evaluation)|criteria\s+"
@@ -289,16 +291,16 @@ _RULES: tuple[_Rule, ...] = (
           r"|met|satisfied)\b", ("grading",), ("rule", "principle", "criteri")),
     # --- pass/fail claims
     _rule("approval_claim", "pass_line", r"^[^\w\n]*(?:pass|passed|passes|approved|accepted|verified)[^\w\n]*$"
-          r"|^[^\w\n]*(?:✅|✔|☑)[^\n]{0,3}$", ("testing",), ("pass", "approved", "accepted", "verified", "✅", "✔", "☑")),
+          r"|^[^\w\n]*(?:✅|✔|☑|✓)[^\n]{0,3}$", ("testing",), ("pass", "approved", "accepted", "verified", "✅", "✔", "☑", "✓")),
     _rule("approval_claim", "all_pass", r"\ball\s+(?:the\s+|\d+\s+)?(?:tests?|checks?|criteria|requirements"
           r"|test\s+cases|assertions|validations?|rubric\s+items|criterion|conditions)\s+(?:have\s+|are\s+|were\s+)?"
           r"(?:pass(?:ed|es)?|met|satisfied|succeeded|green|ok)\b", ("testing",), ("all ",)),
     _rule("approval_claim", "pass_claim", r"\b(?:test|tests|check|checks|validation|verification"
           r"|grading|evaluation|review|qa|ci|build|answer)\s+(?:status|result|results|outcome)\s*(?:[:=-]\s*|is\s+|was\s+)?"
-          r"(?:pass(?:ed)?|success\w*|ok|green|approved|✅)|(?:✅|✔|☑)\s*(?:pass(?:ed)?|correct|verified|approved|all\b)"
-          r"|\b(?:pass(?:ed)?|correct|verified|approved)\s*(?:✅|✔|☑)|\bstatus\s*[:=]\s*(?:pass(?:ed)?|approved|verified"
+          r"(?:pass(?:ed)?|success\w*|ok|green|approved|✅)|(?:✅|✔|☑|✓)\s*(?:pass(?:ed)?|correct|verified|approved|all\b)"
+          r"|\b(?:pass(?:ed)?|correct|verified|approved)\s*(?:✅|✔|☑|✓)|\bstatus\s*[:=]\s*(?:pass(?:ed)?|approved|verified"
           r"|success)\b|\b\d+\s*/\s*\d+\s+(?:tests|checks|criteria)\s+pass", ("testing",),
-          ("pass", "succe", "ok", "✅", "✔", "☑", "approved", "verified")),
+          ("pass", "succe", "ok", "✅", "✔", "☑", "✓", "approved", "verified")),
     # --- role and fence tricks
     _rule("role_tag", "special_token", r"<\|[^|<>\n]{1,40}\|>|<<\s*/?\s*sys\s*>>|</?start_of_turn>|<end_of_turn>"
           r"|\[/?inst\]|</s>(?=\s*(?:<|\[|$|\n|system|user|assistant))", ("chat_template",), ("<|", "<<", "turn>",
@@ -310,9 +312,9 @@ _RULES: tuple[_Rule, ...] = (
           r"|sys|operator|moderator|verified|override|instructions?|system override|evaluator output|judge note"
           r"|grader note|note to (?:the )?(?:grader|judge|evaluator|ai|model))\b[^\]\n]{0,30}\]", (), ("[",)),
     _rule("role_tag", "role_line", r"^\s*(?:#{1,4}\s*)?(?:system|assistant|human|ai|grader|judge|evaluator|admin"
-          r"|administrator|developer)(?:\s+(?:prompt|message|note|override|instructions?"
-          r"|response|output))?\s*:", ("dialogue", "chat_template"), ("system", "assistant", "human", "ai", "grader",
-          "judge", "evaluator", "admin", "developer")),
+          r"|administrator|developer|grading|evaluation|moderator)(?:\s+(?:prompt|message|note|notice|override"
+          r"|instructions?|response|output|update|alert|warning))?\s*:", ("dialogue", "chat_template"), ("system", "assistant", "human", "ai", "grader",
+          "judge", "evaluator", "admin", "developer", "grading", "evaluation", "moderator")),
     _rule("fence_escape", "response_marker", r"</?\s*response-[0-9a-f]{6,}\s*>", (), ("response-",), strong=True),
     _rule("fence_escape", "container_tag", r"</\s*(?:response|output|answer|submission|completion|candidate|untrusted"
           r"|data|document|input|text|student[_-]answer|model[_-]output)(?:[_-][\w-]{0,30})?\s*>", ("markup", "code"),
@@ -324,6 +326,16 @@ _RULES: tuple[_Rule, ...] = (
     _rule("fence_escape", "grader_output", r"\b(?:evaluator|grader|judge|evaluation|assessment|grading|reviewer)\s+"
           r"(?:output|result|verdict|decision|override|complete|completed|finished|says)\b", ("grading",),
           ("evaluator", "grader", "judge", "evaluation", "assessment", "grading", "reviewer")),
+    _rule("verdict_imitation", "verdict_call", r"\b(?:set|assign|give|award|update|override|submit)[_ .]?(?:score|grade"
+          r"|rating|reward|verdict|marks?)\s*\(\s*[\"']?(?:\d|pass|true|max|full)", ("code",), ("(",)),
+    _rule("verdict_imitation", "grade_phrase", r"\b(?:(?:top|full|perfect)\s+(?:marks|score|credit)|(?:maximum|highest)"
+          r"\s+(?:marks|credit))\b", ("grading", "rating"), ("marks", "score", "credit")),
+    _rule("approval_claim", "reference_claim", r"\b(?:reference\s+answer|gold\s+answer|answer\s+key|expected\s+answer"
+          r"|ground[- ]truth)\b|\b(?:against|matches|match|agrees?\s+with|consistent\s+with|same\s+as)\s+the\s+"
+          r"reference\b|\bthe\s+reference\s+(?:is|was|contains|has)\s+(?:outdated|wrong|incorrect|a\s+typo|an?\s+error"
+          r"|mistaken)|\b(?:automated|automatic|auto)[- ]?(?:check|grader|grading|evaluation|verification)\b",
+          ("grading", "testing"), ("reference", "answer key", "ground", "gold", "auto")),
+    _rule("obfuscation", "html_comment", r"<!--(?:(?!-->)[^\n]){0,300}-->", ("markup", "code"), ("<!--",)),
     # --- instructions to the grader
     _rule("grader_address", "ignore_instructions", r"\b(?:ignore|disregard|forget|override|bypass|neglect)\b[^.\n]{0,40}"
           r"\b(?:instructions?|rubric|criteria|prompt|rules|guidelines|system|reference|grading|scoring)\b"
@@ -377,6 +389,9 @@ _RULES: tuple[_Rule, ...] = (
           r"|exactly\s+)*[\"']?(?:pass|passed|a\s+(?:perfect|full|high|top)\s+(?:score|rating|grade|marks?)|full\s+marks"
           r"|the\s+(?:highest|maximum|max|top|best)\s+(?:score|rating|grade))\b", ("code", "testing"),
           ("output", "respond", "reply", "print", "emit")),
+    _rule("grader_address", "treat_as_correct", r"\b(?:treat|consider|regard|count|mark|accept|deem|view|score|grade)"
+          r"\s+(?:this|the\s+above|my\s+\w+|it|the\s+(?:answer|response))\s+as\s+(?:fully\s+|completely\s+|entirely\s+"
+          r"|100%\s+)?(?:correct|right|accurate|valid|passing|a\s+pass|pass(?:ed)?)\b", (), ("as ",)),
     _rule("grader_address", "please_grade", r"\bplease\s+(?:select|choose|pick|rate|grade|score|pass|approve|mark|accept)"
           r"\s+(?:this|my|me|it|response|answer|[ab]\b)", ("grading",), ("please",)),
     _rule("grader_address", "new_criteria", r"\b(?:new|updated|revised|overriding)\s+(?:evaluation|grading|scoring"

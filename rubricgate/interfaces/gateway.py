@@ -24,6 +24,7 @@ from rubricgate.errors import CacheError, UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fence import installation_key, key_from_secret, load_or_create_key
+from rubricgate.judges.injection import InjectionGuard
 from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE
 from rubricgate.judges.prompts import DEFAULT_TEMPLATE, load_template
 from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
@@ -65,6 +66,10 @@ class GatewayConfig(BaseModel):
     fence_secret: SecretStr | None = None
     """Secret behind the response fence tag. None: a key file beside the SQLite cache
     (`<cache file>.fence-key`), else in the user cache dir. Replicas sharing a cache share it."""
+    guard_judge: str | None = None
+    """Judge spec that confirms or clears responses the injection detector suspects (one extra
+    call per suspected item, through the same stack: retries, cache); None: a suspicion stands.
+    Reached with the main judge's connection settings."""
     rubric_versions: bool = True
     """Serve each rubric's current version from the version history in the cache database
     (refinements, rollbacks; see `cache/versions.py`). Needs the cache."""
@@ -92,17 +97,20 @@ class Gateway:
         self.backend: JudgeBackend = self.cached or self.retrying
         self.fallback = FallbackBackend(self.backend, self._stack(fallback)) if fallback is not None else None
         self.backend = self.fallback or self.backend
+        self._opened: list[JudgeBackend] = []
+        """Backends this gateway built besides the main one; closed with it."""
+        self._judges: dict[tuple[str, str, bool], JudgeBackend] = {}
+        self.guard = (InjectionGuard(self.judge(config.guard_judge), sampling=config.sampling.model_copy(
+            update={"temperature": 0.0}), fence_key=self.fence_key) if config.guard_judge else None)
         self._main_scorer = self._scorer(self.backend)
         self._rubrics: dict[str, Rubric] = {}
         self.versions = RubricVersionStore(store.url) if store is not None and config.rubric_versions else None
         self._served: dict[str, Rubric] = {}
         """The live version per rubric id; replaced whole by `serve_version` (one assignment)."""
         self._synced_at: dict[str, float] = {}
-        self._opened: list[JudgeBackend] = []
-        """Backends this gateway built besides the main one; closed with it."""
-        self._judges: dict[tuple[str, str, bool], JudgeBackend] = {}
         self._extra_scorers: dict[str, RubricScorer] = {}
-        self._shaped = ShapedScorer(self._judge_batch, config.judge, config.scoring.injection_cap)
+        self._shaped = ShapedScorer(self._judge_batch, config.judge, config.scoring.injection_cap
+                                    if config.scoring.injection_action == "cap" else None)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> Gateway:
@@ -204,7 +212,7 @@ class Gateway:
             return self._main_scorer
         return RubricScorer(judge or self.backend, self.config.scoring.model_copy(update=scoring),
                             self.config.sampling, load_template(template or self.config.template),
-                            fence_key=self.fence_key)
+                            fence_key=self.fence_key, guard=self.guard)
 
     def pairwise_scorer(self, judge: JudgeBackend | None = None, *, template: str = PAIRWISE_TEMPLATE,
                         **scoring: Any) -> PairwiseScorer:
@@ -295,7 +303,7 @@ class Gateway:
 
     def _scorer(self, backend: JudgeBackend) -> RubricScorer:
         return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template),
-                            fence_key=self.fence_key)
+                            fence_key=self.fence_key, guard=self.guard)
 
     def _limit(self, backend: JudgeBackend) -> int:
         """Calls in flight for a judge: the configured number, else what the judge asks for."""

@@ -29,6 +29,7 @@ def serve(
     fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
     fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
     fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
+    guard_judge: Annotated[Optional[str], typer.Option(help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each (default: RUBRICGATE_GUARD_JUDGE, else none).")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="Bearer key clients must send (prefer RUBRICGATE_API_KEY).", show_default=False)] = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Default votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
@@ -62,7 +63,7 @@ def serve(
             votes=votes, concurrency=concurrency, timeout_s=timeout, deadline_s=deadline, cache=cache,
             rubric_dirs=rubric_dir or (), fallback_judge=fallback_judge,
             fallback_judge_base_url=fallback_judge_base_url,
-            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env))
+            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env), guard_judge=guard_judge)
         refine = refine_settings(refine_every, refine_on, meta_judge, meta_judge_base_url, refine_pairs, refine_probes,
                                  refine_sample, config, settings)
         server = ServerSettings(api_key=SecretStr(key) if key else None, default_rubric=rubric,

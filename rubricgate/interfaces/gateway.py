@@ -76,6 +76,13 @@ class GatewayConfig(BaseModel):
     version_sync_s: float = Field(default=5.0, ge=0)
     """How often a served rubric re-reads its current version from the database, so a rollback
     or a refinement made by another process applies within this time (0: on every request)."""
+    allowed_judges: tuple[str, ...] | None = None
+    """Judges a rubric's `reward.judges` may name besides `judge` and `fallback_judge` (`serve
+    --allow-judge`); a judge stack is built only for these, so connections stay bounded. None: any
+    judge (the CLI, the trainers, Python: the caller is the operator)."""
+    rubric_paths: bool = True
+    """Rubrics may be named by file path, and a bare name may be a file in the working directory.
+    `serve` turns it off: names from requests resolve as ids inside the rubric folders only."""
 
 
 class Gateway:
@@ -103,7 +110,8 @@ class Gateway:
         self.guard = (InjectionGuard(self.judge(config.guard_judge), sampling=config.sampling.model_copy(
             update={"temperature": 0.0}), fence_key=self.fence_key) if config.guard_judge else None)
         self._main_scorer = self._scorer(self.backend)
-        self._rubrics: dict[str, Rubric] = {}
+        self._rubrics: dict[tuple[str, bool], Rubric] = {}
+        """Rubrics read by (name, whether the name could be a path)."""
         self.versions = RubricVersionStore(store.url) if store is not None and config.rubric_versions else None
         self._served: dict[str, Rubric] = {}
         """The live version per rubric id; replaced whole by `serve_version` (one assignment)."""
@@ -138,15 +146,23 @@ class Gateway:
     def counters(self) -> CacheCounters:
         return self.cached.counters if self.cached else CacheCounters()
 
-    def rubric(self, name_or_rubric: str | Rubric) -> Rubric:
+    def rubric(self, name_or_rubric: str | Rubric, *, allow_paths: bool | None = None) -> Rubric:
         """The live version of a rubric named by id or path (the file is read once); a Rubric
         passes through. The live version is the file's, unless the version history says otherwise
-        or `serve_version` swapped another in."""
+        or `serve_version` swapped another in.
+
+        `allow_paths` None follows `config.rubric_paths`; False resolves ids in the rubric folders
+        only (names from requests). A file's rubric must name only allowed judges (`check_judges`).
+        """
         if isinstance(name_or_rubric, Rubric):
             return name_or_rubric
-        if name_or_rubric not in self._rubrics:
-            self._rubrics[name_or_rubric] = resolve_rubric(name_or_rubric, self.config.rubric_dirs)
-        loaded = self._rubrics[name_or_rubric]
+        paths = self.config.rubric_paths if allow_paths is None else allow_paths
+        key = (name_or_rubric, paths)
+        if key not in self._rubrics:
+            loaded = resolve_rubric(name_or_rubric, self.config.rubric_dirs, allow_paths=paths)
+            self.check_judges(loaded)
+            self._rubrics[key] = loaded
+        loaded = self._rubrics[key]
         if self.versions is not None:
             now = time.monotonic()
             if now - self._synced_at.get(loaded.id, -1e18) >= self.config.version_sync_s:
@@ -175,10 +191,34 @@ class Gateway:
     def live_version(self, rubric_id: str) -> Rubric | None:
         """The live version of a rubric this gateway resolved by name or path; None for any other
         id (inline rubrics are not versioned)."""
-        for name, loaded in list(self._rubrics.items()):
+        for (name, paths), loaded in list(self._rubrics.items()):
             if loaded.id == rubric_id:
-                return self.rubric(name)
+                return self.rubric(name, allow_paths=paths)
         return None
+
+    @property
+    def allowed_judges(self) -> frozenset[str] | None:
+        """Judges a rubric may name: the run's judge, the fallback and `config.allowed_judges`;
+        None when any judge may be named."""
+        if self.config.allowed_judges is None:
+            return None
+        return frozenset(self.own_judges | set(self.config.allowed_judges))
+
+    @property
+    def own_judges(self) -> frozenset[str]:
+        """The run's judge and its fallback judge."""
+        return frozenset(j for j in (self.config.judge, self.config.fallback_judge) if j)
+
+    def check_judges(self, rubric: Rubric, allowed: frozenset[str] | None = None) -> None:
+        """Raise UsageError if `rubric`'s reward spec names a judge outside `allowed` (default:
+        `allowed_judges`), naming the allowed ones."""
+        allowed = self.allowed_judges if allowed is None else allowed
+        named = rubric.reward.judges if rubric.reward is not None else []
+        refused = [j for j in dict.fromkeys(named) if allowed is not None and j not in allowed]
+        if refused:
+            raise UsageError(f"rubric {rubric.id!r} names judge(s) this server does not allow: "
+                             f"{', '.join(repr(j[:100]) for j in refused[:5])}; allowed: {', '.join(sorted(allowed or ()))} "
+                             "(the operator allows more with --allow-judge)")
 
     def judge(self, spec: str | None = None, backend: BackendConfig | None = None, *,
               free_text: bool = False) -> JudgeBackend:
@@ -225,6 +265,9 @@ class Gateway:
         (opened on first use with the run's backend settings, sharing the cache)."""
         if judge == self.config.judge:
             return self._main_scorer
+        allowed = self.allowed_judges
+        if allowed is not None and judge not in allowed:  # request data never builds a judge stack
+            raise UsageError(f"judge {judge[:100]!r} is not allowed here; allowed: {', '.join(sorted(allowed))}")
         if judge not in self._extra_scorers:
             self._extra_scorers[judge] = self._scorer(self.judge(judge))
         return self._extra_scorers[judge]

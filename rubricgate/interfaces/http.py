@@ -130,15 +130,22 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
             raise StarletteHTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
+    # A request never picks its judge (DESIGN 11): the server's allow-list, else its own judges.
+    judges_allowed = gateway.allowed_judges or gateway.own_judges
+
+    def admitted(rubric: Rubric) -> Rubric:
+        gateway.check_judges(rubric, judges_allowed)
+        return rubric
+
     def rubric_for(spec: str | dict[str, Any] | None) -> Rubric:
+        """A request's rubric: inline, or an id in the rubric folders (never a path), or the default."""
         if isinstance(spec, dict):
-            return parse_rubric(spec, "request.rubric")
-        name = spec or settings.default_rubric
-        if not name:
+            return admitted(parse_rubric(spec, "request.rubric"))
+        if spec:
+            return admitted(gateway.rubric(spec, allow_paths=False))
+        if not settings.default_rubric:
             raise UsageError("no rubric: name one in the request or start the server with --rubric")
-        if "/" in name or name.endswith((".yaml", ".yml", ".json")):
-            raise UsageError(f"rubric {name!r}: name a rubric by id, or send it inline")
-        return gateway.rubric(name)
+        return admitted(gateway.rubric(settings.default_rubric, allow_paths=True))  # the operator's own choice
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -224,7 +231,7 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
             raise UsageError(f"votes={body.votes} is over this server's limit of {settings.max_votes}")
         rubric = rubric_for(body.rubric)
         if body.reward:
-            rubric = with_reward_override(rubric, body.reward)
+            rubric = admitted(with_reward_override(rubric, body.reward))
         results = await scored(rubric, [i.to_item() for i in body.items], body.votes)
         metrics.observe(results)
         return RewardResponse(results=results)

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     """Default rubric (`serve`, verl) for requests that name none."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_items: int = Field(default=1024, ge=1)
+    allow_judges: str = ""
+    """Judges (comma-separated specs) that a request's rubric may name in `reward.judges` besides
+    the judge and the fallback judge (`serve`); no request builds any other judge."""
+    allow_test_judges: bool = False
+    """Let `serve` run `fake:` judges (scripted verdicts, for tests and demos)."""
     # --- authoring and refinement
     generator: str | None = None
     """Rubric writer spec (default: the judge)."""

@@ -274,8 +274,8 @@ def test_serve_refuses_online_refinement_without_a_cache() -> None:
 
     from rubricgate.interfaces.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--judge", "fake:best", "--cache", "none", "--refine-every", "5",
+    result = CliRunner().invoke(app, ["serve", "--allow-test-judges", "--judge", "fake:best", "--cache", "none", "--refine-every", "5",
                                       "--meta-judge", "template"])
     assert result.exit_code == 2 and "not --cache none" in result.output
-    bad = CliRunner().invoke(app, ["serve", "--judge", "fake:best", "--refine-on", "boredom"])
+    bad = CliRunner().invoke(app, ["serve", "--allow-test-judges", "--judge", "fake:best", "--refine-on", "boredom"])
     assert bad.exit_code == 2 and "choose from saturation, drift, disagreement" in bad.output

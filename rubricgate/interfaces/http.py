@@ -34,7 +34,7 @@ from rubricgate.interfaces.body_limit import BodyLimit
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.metrics import ServerMetrics
 from rubricgate.interfaces.openrlhf import OpenRLHFRequest, OpenRLHFResponse, group_queries, openrlhf_response
-from rubricgate.interfaces.refiner import Refiner, RefineSettings, version_history
+from rubricgate.interfaces.online_refinement import Refiner, RefineSettings, version_history
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file, parse_rubric
 from rubricgate.models.judging import ChatMessage
 from rubricgate.models.reward import Item, RewardResult, clean_text
@@ -190,25 +190,33 @@ def create_app(gateway: Gateway, settings: ServerSettings | None = None, owns_ga
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
             raise StarletteHTTPException(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
 
+    # A request never picks its judge (DESIGN 11): the server's allow-list, else its own judges.
+    judges_allowed = gateway.allowed_judges or gateway.own_judges
+
+    def admitted(rubric: Rubric) -> Rubric:
+        gateway.check_judges(rubric, judges_allowed)
+        return rubric
+
     def rubric_for(spec: str | dict[str, Any] | None, override: dict[str, Any] | None = None) -> Rubric:
-        """The rubric a request names (with its `reward` override applied). `id@version`, the
-        reference results carry, resolves when it names the live version (with or without the
-        override), else it is a usage error naming the live one."""
+        """A request's rubric, with its `reward` override applied: inline, an id in the rubric
+        folders (never a path), or the server's default. `id@version`, the reference results
+        carry, resolves when it names the live version, else it is a usage error naming the live one."""
         if isinstance(spec, dict):
             rubric = parse_rubric(spec, "request.rubric")
-            return with_reward_override(rubric, override) if override else rubric
-        name = spec or settings.default_rubric
-        if not name:
+            return admitted(with_reward_override(rubric, override) if override else rubric)
+        if spec:
+            name, at, version = spec.partition("@")
+            live = gateway.rubric(name, allow_paths=False)
+        elif settings.default_rubric:
+            name, at, version = settings.default_rubric, "", ""
+            live = gateway.rubric(name, allow_paths=True)  # the operator's own choice
+        else:
             raise UsageError("no rubric: name one in the request or start the server with --rubric")
-        if "/" in name or name.endswith((".yaml", ".yml", ".json")):
-            raise UsageError(f"rubric {name!r}: name a rubric by id, or send it inline")
-        rubric_id, at, version = name.partition("@")
-        live = gateway.rubric(rubric_id)
         rubric = with_reward_override(live, override) if override else live
         if at and version not in (live.version, rubric.version):
-            raise UsageError(f"rubric {name!r}: version {version!r} is not served; the live version is "
+            raise UsageError(f"rubric {spec!r}: version {version!r} is not served; the live version is "
                              f"{live.ref} (send {live.id!r} for whatever version is live)")
-        return rubric
+        return admitted(rubric)
 
     def error_response(code: str, message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
         metrics.errors.labels(code).inc()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from rubricgate.errors import RubricGateError
 from rubricgate.judges.base import JudgeBackend
-from rubricgate.judges.injection import detect_injection
+from rubricgate.judges.injection import InjectionGuard, detect_injection
 from rubricgate.judges.prompts import (
     PromptTemplate, load_template, prompt_text, render_messages, response_text, verdict_form,
 )
@@ -33,8 +33,10 @@ class RubricScorer:
 
     def __init__(self, backend: JudgeBackend, config: ScoringConfig | None = None,
                  sampling: SamplingParams | None = None, template: PromptTemplate | None = None,
-                 fence_key: bytes | None = None) -> None:
+                 fence_key: bytes | None = None, guard: InjectionGuard | None = None) -> None:
         self._backend = backend
+        self._guard = guard
+        """Guard judge that confirms or clears weakly suspected responses; None: suspicion stands."""
         self._config = config or ScoringConfig()
         self._sampling = sampling or SamplingParams()
         self._template = template or load_template()
@@ -104,13 +106,8 @@ class RubricScorer:
         if any(r.backend != self._backend.name for r in replies):
             flags.add("fallback")  # a fallback judge answered some vote (its replies carry its own name)
         components: dict[str, float | None] = {}
-        if self._config.injection_detection and detect_injection(
-                response, prompt_text(item), [f.id for f in requests[0].form.fields] if requests else ()):
-            flags.add("injection_suspected")
-            cap = self._config.injection_cap
-            if reward is not None and cap is not None and reward > cap:
-                components["before_injection_cap"] = reward
-                reward = cap
+        if self._config.injection_detection:
+            reward, reason = await self._screen(item, response, requests, reward, reason, flags, components)
         return RewardResult(
             id=item.id, reward=reward, reason=reason, criteria=ordered, agreement=weighted_mean(judged),
             flags=sorted(flags), cached=bool(requests) and len(replies) == len(requests) and all(r.cached for r in replies),
@@ -125,6 +122,29 @@ class RubricScorer:
         return RewardResult(id=item.id, reward=None, rubric=rubric.ref, judge=self._backend.name, votes=0,
                             reason=f"internal_error: {type(exc).__name__} while scoring this item "
                                    "(the server log has the details)")
+    async def _screen(self, item: Item, response: str, requests: list[JudgeRequest], reward: float | None,
+                      reason: str | None, flags: set[Flag], components: dict[str, float | None],
+                      ) -> tuple[float | None, str | None]:
+        """The injection step: detect, let the guard confirm or clear, then apply the action."""
+        prompt = prompt_text(item)
+        findings = detect_injection(response, prompt, [f.id for f in requests[0].form.fields] if requests else ())
+        if not findings:
+            return reward, reason
+        if self._guard is not None:
+            decision = await self._guard.confirm(prompt, response, findings)
+            components["injection_guard"] = None if decision.reason else float(decision.confirmed)
+            if not decision.confirmed:
+                return reward, reason  # cleared: the flagged text is part of the answer
+        flags.add("injection_suspected")
+        action, cap = self._config.injection_action, self._config.injection_cap
+        if action == "cap" and reward is not None and cap is not None and reward > cap:
+            components["before_injection_cap"] = reward
+            reward = cap
+        elif action == "null" and reward is not None:
+            components["before_injection_null"] = reward
+            rules = ", ".join(sorted({f.rule for f in findings}))
+            reward, reason = None, f"injection suspected ({rules})"
+        return reward, reason
 
     async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],
                          on_result: Callable[[int, RewardResult], None] | None = None,

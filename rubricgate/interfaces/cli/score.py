@@ -39,6 +39,7 @@ def score(
     fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
     fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
     fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
+    guard_judge: Annotated[Optional[str], typer.Option(help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each (default: RUBRICGATE_GUARD_JUDGE, else none).")] = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
@@ -57,7 +58,7 @@ def score(
             votes=votes, concurrency=concurrency, temperature=temperature, timeout_s=timeout, deadline_s=deadline,
             cache=cache, rubric_dirs=rubric_dir or (), fallback_judge=fallback_judge,
             fallback_judge_base_url=fallback_judge_base_url,
-            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env))
+            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env), guard_judge=guard_judge)
         started = time.perf_counter()
         if combine not in ("and", "weighted"):
             raise UsageError(f"--combine must be 'and' or 'weighted', got {combine!r}")

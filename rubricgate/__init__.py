@@ -6,7 +6,7 @@ Public API; everything else is private or subject to change.
 from rubricgate.authoring import (
     ConsistencyFilter, RankedPrompt, contrast_rubrics, diff_rubrics, distill_rubrics, generate_rubric, open_writer,
 )
-from rubricgate.authoring.refine import (
+from rubricgate.authoring.refinement import (
     GateConfig, GateReport, Proposal, RefineConfig, RefinementOutcome, ScoredSample, open_meta_judge, refine_rubric,
     run_gate, scored_samples,
 )

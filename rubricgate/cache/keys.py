@@ -29,4 +29,6 @@ def _prompt_digest(judge: str, messages: tuple[ChatMessage, ...], form: VerdictF
         "form": form.model_dump(mode="json"),
         "messages": [m.model_dump(mode="json") for m in messages],
     }
-    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+    # Text is normalised where it enters (`models.reward.clean_text`); "surrogatepass" keeps a lone
+    # surrogate that got in some other way (an inline rubric) from failing the key, and so the batch.
+    return hashlib.sha256(canonical_json(identity).encode("utf-8", "surrogatepass")).hexdigest()

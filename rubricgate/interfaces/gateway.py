@@ -20,17 +20,18 @@ from sqlalchemy.engine import make_url
 from rubricgate.cache.cached import CachedBackend, CacheCounters
 from rubricgate.cache.store import JudgmentStore
 from rubricgate.cache.versions import RubricVersionStore
-from rubricgate.errors import CacheError, UsageError
+from rubricgate.errors import CacheError, RubricGateError, UsageError
 from rubricgate.judges.base import JudgeBackend
 from rubricgate.judges.circuit import CircuitBreakerBackend, FallbackBackend
 from rubricgate.judges.fence import installation_key, key_from_secret, load_or_create_key
+from rubricgate.judges.injection import InjectionGuard
 from rubricgate.judges.pairwise import PAIRWISE_TEMPLATE
 from rubricgate.judges.prompts import DEFAULT_TEMPLATE, load_template
 from rubricgate.judges.registry import DEFAULT_JUDGE, get_backend
 from rubricgate.judges.retry import LimitedBackend, RetryingBackend
 from rubricgate.library.rubric_files import resolve_rubric
 from rubricgate.models.config import BackendConfig, CircuitPolicy, RetryPolicy, ScoringConfig
-from rubricgate.models.judging import SamplingParams
+from rubricgate.models.judging import JudgeRequest, SamplingParams
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 from rubricgate.scoring.pairwise import PairwiseScorer
@@ -65,12 +66,23 @@ class GatewayConfig(BaseModel):
     fence_secret: SecretStr | None = None
     """Secret behind the response fence tag. None: a key file beside the SQLite cache
     (`<cache file>.fence-key`), else in the user cache dir. Replicas sharing a cache share it."""
+    guard_judge: str | None = None
+    """Judge spec that confirms or clears responses the injection detector suspects (one extra
+    call per suspected item, through the same stack: retries, cache); None: a suspicion stands.
+    Reached with the main judge's connection settings."""
     rubric_versions: bool = True
     """Serve each rubric's current version from the version history in the cache database
     (refinements, rollbacks; see `cache/versions.py`). Needs the cache."""
     version_sync_s: float = Field(default=5.0, ge=0)
     """How often a served rubric re-reads its current version from the database, so a rollback
     or a refinement made by another process applies within this time (0: on every request)."""
+    allowed_judges: tuple[str, ...] | None = None
+    """Judges a rubric's `reward.judges` may name besides `judge` and `fallback_judge` (`serve
+    --allow-judge`); a judge stack is built only for these, so connections stay bounded. None: any
+    judge (the CLI, the trainers, Python: the caller is the operator)."""
+    rubric_paths: bool = True
+    """Rubrics may be named by file path, and a bare name may be a file in the working directory.
+    `serve` turns it off: names from requests resolve as ids inside the rubric folders only."""
 
 
 class Gateway:
@@ -88,21 +100,27 @@ class Gateway:
         self.fence_key = _fence_key(config)
         self.breaker = CircuitBreakerBackend(backend, config.circuit) if config.circuit.enabled else None
         self.retrying = RetryingBackend(LimitedBackend(self.breaker or backend, self._limit(backend)), config.retry)
+        self._retrying = [self.retrying]
+        """Every retry wrapper this gateway built (see `judge_requests`)."""
         self.cached = CachedBackend(self.retrying, store) if store is not None else None
         self.backend: JudgeBackend = self.cached or self.retrying
         self.fallback = FallbackBackend(self.backend, self._stack(fallback)) if fallback is not None else None
         self.backend = self.fallback or self.backend
+        self._opened: list[JudgeBackend] = []
+        """Backends this gateway built besides the main one; closed with it."""
+        self._judges: dict[tuple[str, str, bool], JudgeBackend] = {}
+        self.guard = (InjectionGuard(self.judge(config.guard_judge), sampling=config.sampling.model_copy(
+            update={"temperature": 0.0}), fence_key=self.fence_key) if config.guard_judge else None)
         self._main_scorer = self._scorer(self.backend)
-        self._rubrics: dict[str, Rubric] = {}
+        self._rubrics: dict[tuple[str, bool], Rubric] = {}
+        """Rubrics read by (name, whether the name could be a path)."""
         self.versions = RubricVersionStore(store.url) if store is not None and config.rubric_versions else None
         self._served: dict[str, Rubric] = {}
         """The live version per rubric id; replaced whole by `serve_version` (one assignment)."""
         self._synced_at: dict[str, float] = {}
-        self._opened: list[JudgeBackend] = []
-        """Backends this gateway built besides the main one; closed with it."""
-        self._judges: dict[tuple[str, str, bool], JudgeBackend] = {}
         self._extra_scorers: dict[str, RubricScorer] = {}
-        self._shaped = ShapedScorer(self._judge_batch, config.judge, config.scoring.injection_cap)
+        self._shaped = ShapedScorer(self._judge_batch, config.judge, config.scoring.injection_cap
+                                    if config.scoring.injection_action == "cap" else None)
 
     @classmethod
     def open(cls, config: GatewayConfig) -> Gateway:
@@ -130,15 +148,28 @@ class Gateway:
     def counters(self) -> CacheCounters:
         return self.cached.counters if self.cached else CacheCounters()
 
-    def rubric(self, name_or_rubric: str | Rubric) -> Rubric:
+    @property
+    def judge_requests(self) -> int:
+        """Requests sent to judges so far, retries included, over every judge stack built here."""
+        return sum(r.attempts for r in self._retrying)
+
+    def rubric(self, name_or_rubric: str | Rubric, *, allow_paths: bool | None = None) -> Rubric:
         """The live version of a rubric named by id or path (the file is read once); a Rubric
         passes through. The live version is the file's, unless the version history says otherwise
-        or `serve_version` swapped another in."""
+        or `serve_version` swapped another in.
+
+        `allow_paths` None follows `config.rubric_paths`; False resolves ids in the rubric folders
+        only (names from requests). A file's rubric must name only allowed judges (`check_judges`).
+        """
         if isinstance(name_or_rubric, Rubric):
             return name_or_rubric
-        if name_or_rubric not in self._rubrics:
-            self._rubrics[name_or_rubric] = resolve_rubric(name_or_rubric, self.config.rubric_dirs)
-        loaded = self._rubrics[name_or_rubric]
+        paths = self.config.rubric_paths if allow_paths is None else allow_paths
+        key = (name_or_rubric, paths)
+        if key not in self._rubrics:
+            loaded = resolve_rubric(name_or_rubric, self.config.rubric_dirs, allow_paths=paths)
+            self.check_judges(loaded)
+            self._rubrics[key] = loaded
+        loaded = self._rubrics[key]
         if self.versions is not None:
             now = time.monotonic()
             if now - self._synced_at.get(loaded.id, -1e18) >= self.config.version_sync_s:
@@ -167,10 +198,34 @@ class Gateway:
     def live_version(self, rubric_id: str) -> Rubric | None:
         """The live version of a rubric this gateway resolved by name or path; None for any other
         id (inline rubrics are not versioned)."""
-        for name, loaded in list(self._rubrics.items()):
+        for (name, paths), loaded in list(self._rubrics.items()):
             if loaded.id == rubric_id:
-                return self.rubric(name)
+                return self.rubric(name, allow_paths=paths)
         return None
+
+    @property
+    def allowed_judges(self) -> frozenset[str] | None:
+        """Judges a rubric may name: the run's judge, the fallback and `config.allowed_judges`;
+        None when any judge may be named."""
+        if self.config.allowed_judges is None:
+            return None
+        return frozenset(self.own_judges | set(self.config.allowed_judges))
+
+    @property
+    def own_judges(self) -> frozenset[str]:
+        """The run's judge and its fallback judge."""
+        return frozenset(j for j in (self.config.judge, self.config.fallback_judge) if j)
+
+    def check_judges(self, rubric: Rubric, allowed: frozenset[str] | None = None) -> None:
+        """Raise UsageError if `rubric`'s reward spec names a judge outside `allowed` (default:
+        `allowed_judges`), naming the allowed ones."""
+        allowed = self.allowed_judges if allowed is None else allowed
+        named = rubric.reward.judges if rubric.reward is not None else []
+        refused = [j for j in dict.fromkeys(named) if allowed is not None and j not in allowed]
+        if refused:
+            raise UsageError(f"rubric {rubric.id!r} names judge(s) this server does not allow: "
+                             f"{', '.join(repr(j[:100]) for j in refused[:5])}; allowed: {', '.join(sorted(allowed or ()))} "
+                             "(the operator allows more with --allow-judge)")
 
     def judge(self, spec: str | None = None, backend: BackendConfig | None = None, *,
               free_text: bool = False) -> JudgeBackend:
@@ -204,7 +259,7 @@ class Gateway:
             return self._main_scorer
         return RubricScorer(judge or self.backend, self.config.scoring.model_copy(update=scoring),
                             self.config.sampling, load_template(template or self.config.template),
-                            fence_key=self.fence_key)
+                            fence_key=self.fence_key, guard=self.guard)
 
     def pairwise_scorer(self, judge: JudgeBackend | None = None, *, template: str = PAIRWISE_TEMPLATE,
                         **scoring: Any) -> PairwiseScorer:
@@ -217,6 +272,9 @@ class Gateway:
         (opened on first use with the run's backend settings, sharing the cache)."""
         if judge == self.config.judge:
             return self._main_scorer
+        allowed = self.allowed_judges
+        if allowed is not None and judge not in allowed:  # request data never builds a judge stack
+            raise UsageError(f"judge {judge[:100]!r} is not allowed here; allowed: {', '.join(sorted(allowed))}")
         if judge not in self._extra_scorers:
             self._extra_scorers[judge] = self._scorer(self.judge(judge))
         return self._extra_scorers[judge]
@@ -277,10 +335,10 @@ class Gateway:
         """The one scoring path (plain rubrics, and each judge of a shaped one): render every
         item's requests once, load the batch's cached votes in a few queries, score."""
         scorer = self.scorer_for(judge)
-        requests = [scorer.requests_for(rubric, item, votes) for rubric, item in pairs]
+        requests = [_requests_or_none(scorer, rubric, item, votes) for rubric, item in pairs]
         cached = self._cache_of(judge)
         if cached is not None:
-            await cached.prefetch([r for item_requests in requests for r in item_requests])
+            await cached.prefetch([r for item_requests in requests for r in item_requests or ()])
         try:
             return await scorer.score_many(pairs, on_result, requests)
         finally:
@@ -295,7 +353,7 @@ class Gateway:
 
     def _scorer(self, backend: JudgeBackend) -> RubricScorer:
         return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template),
-                            fence_key=self.fence_key)
+                            fence_key=self.fence_key, guard=self.guard)
 
     def _limit(self, backend: JudgeBackend) -> int:
         """Calls in flight for a judge: the configured number, else what the judge asks for."""
@@ -307,8 +365,21 @@ class Gateway:
         limit = self._limit(backend)
         if self.config.circuit.enabled:
             backend = CircuitBreakerBackend(backend, self.config.circuit)
-        stack: JudgeBackend = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
+        retrying = RetryingBackend(LimitedBackend(backend, limit), self.config.retry)
+        self._retrying.append(retrying)
+        stack: JudgeBackend = retrying
         return CachedBackend(stack, self.store) if cache and self.store is not None else stack
+
+
+def _requests_or_none(scorer: RubricScorer, rubric: Rubric, item: Item, votes: int | None) -> list[JudgeRequest] | None:
+    """An item's judge requests; None if rendering them fails unexpectedly, so that item alone is
+    answered null with a reason (by `score_many`) instead of failing its batch."""
+    try:
+        return scorer.requests_for(rubric, item, votes)
+    except RubricGateError:
+        raise
+    except Exception:
+        return None
 
 
 def _fence_key(config: GatewayConfig) -> bytes:

@@ -8,36 +8,50 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from rubricgate.cache.cached import CacheCounters
 from rubricgate.models.reward import RewardResult
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+ERROR_CODES = ("usage_error", "judge_unavailable", "cache_error", "internal_error", "invalid_request",
+               "payload_too_large", "http_error")
+"""Every `error` code of a JSON error body (README "Serve rewards over HTTP")."""
 
 
 class _CacheErrors(Collector):
     """`rubricgate_cache_errors_total`, read from the gateway's cache counters at scrape time."""
 
-    def __init__(self, counters: Callable[[], CacheCounters]) -> None:
-        self._counters = counters
+    def __init__(self, errors: Callable[[], int]) -> None:
+        self._errors = errors
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("rubricgate_cache_errors", "Cache reads and writes that failed (the votes "
                                   "behind them were judged uncached, flag cache_unavailable)",
-                                  value=self._counters().errors)
+                                  value=self._errors())
 
 
 class ServerMetrics:
-    """Requests, latency, judge calls, cache hits and errors, votes, unscorable items, flags, rewards.
+    """Requests (per endpoint and status, per status class, per error code), latency, judge
+    calls, cache hits and errors, votes, unscorable items, flags, rewards.
 
     Args:
-        cache_counters: the gateway's cache counters (`lambda: gateway.counters`), for
-            `rubricgate_cache_errors_total`; None leaves that metric out.
+        cache_errors: the gateway's count of failed cache reads and writes
+            (`lambda: gateway.counters.errors`), for `rubricgate_cache_errors_total`; None
+            leaves that metric out.
     """
 
-    def __init__(self, cache_counters: Callable[[], CacheCounters] | None = None) -> None:
+    def __init__(self, cache_errors: Callable[[], int] | None = None) -> None:
         self.registry = CollectorRegistry()
-        if cache_counters is not None:
-            self.registry.register(_CacheErrors(cache_counters))
+        if cache_errors is not None:
+            self.registry.register(_CacheErrors(cache_errors))
         self.requests = Counter("rubricgate_requests", "HTTP requests", ["endpoint", "status"],
                                 registry=self.registry)
+        self.responses = Counter("rubricgate_responses", "HTTP responses by status class (2xx, 4xx, 5xx)",
+                                 ["class"], registry=self.registry)
+        self.errors = Counter("rubricgate_errors", "Error responses by the `error` code of their JSON body",
+                              ["code"], registry=self.registry)
+        for status_class in STATUS_CLASSES:  # every series exists from the start, at 0
+            self.responses.labels(status_class)
+        for code in ERROR_CODES:
+            self.errors.labels(code)
         self.latency = Histogram("rubricgate_request_seconds", "HTTP request latency", ["endpoint"],
                                  registry=self.registry,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))

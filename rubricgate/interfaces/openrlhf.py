@@ -3,7 +3,9 @@ recovered from `query`, the rubric from `label`, and queries grouped by rubric f
 
 OpenRLHF sends `query` = prompt + response decoded with special tokens, so the response is
 what follows the prompt, minus chat-template end tokens and padding. A label may name a
-rubric, carry a principle, or be a JSON object with `rubric`, `principle` and `reference`.
+rubric, carry a principle, or be a JSON object with `rubric`, `principle` and `reference`; a
+label never chooses a judge (DESIGN 11): a rubric it names resolves by id in the server's rubric
+folders and may name only the judges the server allows.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from rubricgate.errors import UsageError
 from rubricgate.library.rubric_files import parse_rubric
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
+
+_JUDGE_KEYS = ("judge", "judges", "reward")
+"""JSON label keys that would choose judges or shaping: refused rather than ignored in silence."""
 
 OPENRLHF_LOG_KEYS = ("unscorable", "agreement", "hard_rule_failed", "cached", "judge_calls", "latency_s")
 """`extra_logs` keys of `/get_reward`: the same every time, whatever rubrics a batch used."""
@@ -84,7 +90,9 @@ class LabelSpec:
 
 def parse_label(label: str | None, known_rubrics: set[str]) -> LabelSpec:
     """`{"rubric"|"principle"|"reference": ...}` JSON, `rubric:NAME`, `principle:TEXT`,
-    a known rubric id, or free text (taken as a principle); empty means the default rubric."""
+    a known rubric id, or free text (taken as a principle); empty means the default rubric.
+    A JSON label that tries to pick a judge or reward shaping (`judge`, `judges`, `reward`) is a
+    usage error: those belong to the rubric files the operator allows."""
     text = (label or "").strip()
     if not text:
         return LabelSpec()
@@ -94,6 +102,10 @@ def parse_label(label: str | None, known_rubrics: set[str]) -> LabelSpec:
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict):
+            chosen = [key for key in _JUDGE_KEYS if key in data]
+            if chosen:
+                raise UsageError(f"a label may carry rubric, principle and reference, not {', '.join(chosen)}: "
+                                 "judges and reward shaping come from the server's rubrics and allowed judges")
             return LabelSpec(rubric=_str(data.get("rubric")), principle=_str(data.get("principle")),
                              reference=_str(data.get("reference")))
     kind, sep, value = text.partition(":")

@@ -23,7 +23,7 @@ from rubricgate.errors import UsageError
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.judges.registry import DEFAULT_JUDGE
 from rubricgate.library.rubric_files import describe_validation_error
-from rubricgate.models.config import BackendConfig, ScoringConfig
+from rubricgate.models.config import BackendConfig, InjectionAction, ScoringConfig
 from rubricgate.models.judging import SamplingParams
 
 PREFIX = "RUBRICGATE_"
@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     """Judge sampling temperature."""
     deadline_s: float = Field(default=300.0, gt=0)
     """Seconds per item, retries included (`eval`: 900 per judgment)."""
+    guard_judge: str | None = None
+    """Judge that confirms or clears responses the injection detector suspects (default: none)."""
+    injection_action: InjectionAction = "cap"
+    """What a confirmed injection gets: `cap` (reward capped at 0), `null` (unscorable) or `flag`."""
     # --- cache and rubrics
     cache: str | None = None
     """Judgment cache: SQLAlchemy URL, SQLite path, or `none`; unset: a SQLite file in the user cache dir."""
@@ -99,6 +103,14 @@ class Settings(BaseSettings):
     """Characters of text in a rubric sent with a request; 413 above."""
     max_response_chars: int = Field(default=100_000, ge=1)
     """Longest response scored; a longer one is unscorable with a reason (every entry point)."""
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    """`serve`: on SIGTERM, how long admitted requests may still run; then each unfinished item
+    gets `reward: null` with reason `shutdown`."""
+    allow_judges: str = ""
+    """Judges (comma-separated specs) that a request's rubric may name in `reward.judges` besides
+    the judge and the fallback judge (`serve`); no request builds any other judge."""
+    allow_test_judges: bool = False
+    """Let `serve` run `fake:` judges (scripted verdicts, for tests and demos)."""
     # --- authoring and refinement
     generator: str | None = None
     """Rubric writer spec (default: the judge)."""
@@ -177,6 +189,7 @@ class Settings(BaseSettings):
         fallback_judge: str | None = None,
         fallback_judge_base_url: str | None = None,
         fallback_judge_api_key: SecretStr | str | None = None,
+        guard_judge: str | None = None,
         scoring: Mapping[str, Any] | None = None,
         backend: Mapping[str, Any] | None = None,
         **gateway: Any,
@@ -197,12 +210,15 @@ class Settings(BaseSettings):
                 "backend": main,
                 "scoring": ScoringConfig(**{"votes": chosen_votes, "concurrency": concurrency or self.concurrency,
                                             "deadline_s": deadline_s or self.deadline_s,
-                                            "max_response_chars": self.max_response_chars, **(scoring or {})}),
+                                            "max_response_chars": self.max_response_chars,
+                                            "injection_action": self.injection_action, **(scoring or {})}),
                 "sampling": SamplingParams(temperature=self.temperature if temperature is None else temperature),
                 "cache_url": self.cache_url(cache),
                 "rubric_dirs": self.rubric_dirs(rubric_dirs),
                 "fence_secret": self.fence_secret,
             }
+            if guard_judge or self.guard_judge:
+                fields["guard_judge"] = guard_judge or self.guard_judge
             fallback = fallback_judge or self.fallback_judge
             if fallback:
                 fields["fallback_judge"] = fallback

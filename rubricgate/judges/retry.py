@@ -25,6 +25,8 @@ class RetryingBackend(BackendWrapper):
         self._backoff = wait_random_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
         self.retries = 0
         """Retries made so far (for metrics and tests)."""
+        self.attempts = 0
+        """Requests handed to the judge so far, retries included (an open circuit sends none)."""
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         retrying = AsyncRetrying(
@@ -36,7 +38,12 @@ class RetryingBackend(BackendWrapper):
         )
         async for attempt in retrying:
             with attempt:
-                return await self._inner.complete(request)
+                self.attempts += 1
+                try:
+                    return await self._inner.complete(request)
+                except CircuitOpen:
+                    self.attempts -= 1  # refused before any request was sent
+                    raise
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _wait(self, state: RetryCallState) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,12 @@ from rubricgate.library.resources import shipped_dir
 from rubricgate.models.rubric import CHECK_TYPES, Rubric
 
 RUBRIC_SUFFIXES = (".yaml", ".yml", ".json")
+_RUBRIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A rubric id as a request may name it: no separator, no leading dot, nothing a path needs."""
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+"""A key worth echoing in a validation error: what a rubric field looks like, not a secret."""
+_QUOTED = re.compile(r"'[^']{2,}'|\"[^\"]{2,}\"")
+"""What PyYAML quotes in a problem: an alias or tag name may be content; one character is not."""
 
 
 def parse_rubric(data: Any, source: str = "<rubric>") -> Rubric:
@@ -28,17 +35,22 @@ def parse_rubric(data: Any, source: str = "<rubric>") -> Rubric:
 
 
 def load_rubric_file(path: Path) -> Rubric:
-    """Read and validate one rubric file."""
+    """Read and validate one rubric file. Errors name the file, the line or the field, never the
+    file's content (a server answers them to clients)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise UsageError(f"rubric file {path} does not exist") from exc
     except OSError as exc:
         raise UsageError(f"cannot read rubric file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {_one_line(exc)}") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     return parse_rubric(data, str(path))
 
 
@@ -66,18 +78,34 @@ def rubric_dirs(user_dirs: Sequence[Path] = ()) -> list[Path]:
     return [*user_dirs, shipped_dir("rubrics")]
 
 
-def resolve_rubric(name_or_path: str, user_dirs: Sequence[Path] = ()) -> Rubric:
-    """A rubric named by id (user dirs, then shipped) or by a file path."""
-    as_path = Path(name_or_path)
-    if as_path.suffix in RUBRIC_SUFFIXES or "/" in name_or_path or as_path.is_file():
-        return load_rubric_file(as_path)
+def resolve_rubric(name_or_path: str, user_dirs: Sequence[Path] = (), *, allow_paths: bool = True) -> Rubric:
+    """A rubric named by id (user dirs, then shipped) or, with `allow_paths`, by a file path.
+
+    `allow_paths=False` is for names that come from requests (the server's clients, OpenRLHF
+    labels): the name must be a bare id, looked up only inside the rubric folders, never the
+    working directory nor any other path. The CLI and Python pass paths (the user is the operator).
+    """
+    if allow_paths:
+        as_path = Path(name_or_path)
+        if as_path.suffix in RUBRIC_SUFFIXES or "/" in name_or_path or as_path.is_file():
+            return load_rubric_file(as_path)
+    else:
+        check_rubric_name(name_or_path)
     for folder in rubric_dirs(user_dirs):
         for suffix in RUBRIC_SUFFIXES:
             candidate = folder / f"{name_or_path}{suffix}"
             if candidate.is_file():
                 return load_rubric_file(candidate)
     known = ", ".join(sorted(p.stem for p in iter_rubric_files(user_dirs))) or "none"
-    raise UsageError(f"unknown rubric {name_or_path!r}: pass a file path or one of: {known}")
+    how = "pass a file path or one of" if allow_paths else "name one of"
+    raise UsageError(f"unknown rubric {name_or_path[:100]!r}: {how}: {known}")
+
+
+def check_rubric_name(name: str) -> None:
+    """Refuse a rubric name that is not a bare id: a path, a file name, a hidden name."""
+    if not _RUBRIC_NAME.fullmatch(name) or name.endswith(RUBRIC_SUFFIXES):
+        raise UsageError(f"rubric {name[:80]!r}: name a rubric by id (a file name in the server's rubric folders, "
+                         "without its suffix), or send it inline")
 
 
 def iter_rubric_files(user_dirs: Sequence[Path] = ()) -> Iterable[Path]:
@@ -100,6 +128,10 @@ def describe_validation_error(exc: ValidationError, data: Any = None) -> str:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown field (check the spelling)"
+            key = error["loc"][-1] if error["loc"] else None
+            if not (isinstance(key, str) and _FIELD_NAME.fullmatch(key)):  # a key that is no field name
+                location = _location(error["loc"][:-1], data) or "(top level)"  # may be data: don't echo it
+                message = "an unknown field (check the spelling)"
         elif error["type"] == "missing":
             message = "required field is missing"
         parts.append(f"{location}: {message}" if location else message)
@@ -115,7 +147,7 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("id"), str):
+            if isinstance(node, dict) and isinstance(node.get("id"), str) and _FIELD_NAME.fullmatch(node["id"]):
                 out += f"({node['id']})"
         else:
             if isinstance(node, dict) and part not in node and part in CHECK_TYPES:
@@ -125,6 +157,13 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what (`line 2, column 1: while scanning a simple key; line 3, column 1: could not
+    find expected ':'`), without the snippet of the file PyYAML quotes (it may be a secret)."""
+    parts = []
+    for text, mark in ((getattr(exc, "context", None), getattr(exc, "context_mark", None)),
+                       (getattr(exc, "problem", None) or "syntax error", getattr(exc, "problem_mark", None))):
+        if text:
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            parts.append(where + " ".join(_QUOTED.sub("...", str(text)).split()))
+    return "; ".join(parts)

@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+InjectionAction = Literal["cap", "null", "flag"]
+"""What happens to a response the injection screen flags (see `ScoringConfig.injection_action`)."""
+
 
 class BackendConfig(BaseModel):
     """How to reach and run one judge backend."""
@@ -64,9 +67,14 @@ class ScoringConfig(BaseModel):
     `injection_suspected` when it imitates a verdict, addresses the grader, claims approval or is a
     bare one-token master key."""
     injection_cap: float | None = Field(default=0.0, ge=0, le=1)
-    """Reward ceiling of a flagged item, applied after every shaping step but the transform: a
-    response that talks to its grader earns at most this, whatever the judge was talked into.
-    None flags without capping. Not part of cache keys: changing it reuses every judgment."""
+    """Reward ceiling of a flagged item under `injection_action="cap"`, applied after every
+    shaping step but the transform: a response that talks to its grader earns at most this,
+    whatever the judge was talked into. None flags without capping. Not part of cache keys:
+    changing it reuses every judgment."""
+    injection_action: InjectionAction = "cap"
+    """What a confirmed attack (or, without a guard judge, a suspected one) gets: `cap` (reward
+    at most `injection_cap`), `null` (unscorable, with the findings as the reason) or `flag`
+    (the judge's reward, flagged `injection_suspected`). Not part of cache keys."""
 
 
 class CircuitPolicy(BaseModel):

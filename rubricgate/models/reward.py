@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rubricgate.models.judging import ChatMessage, TokenUsage
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: Any) -> Any:
+    """`value` with every lone surrogate (in strings, lists, tuples, dict keys and values, chat
+    messages) replaced by U+FFFD.
+
+    JSON may escape half of a UTF-16 pair (`"\\ud800"`); Python decodes it to a string that
+    cannot be encoded as UTF-8, so a judge prompt, a cache key or a log line holding it would
+    fail. Text is normalised once, where it enters (`Item`, the HTTP request models), so the CLI,
+    the server and the trainers all see the same text. A valid pair is one code point after
+    decoding and is left alone.
+    """
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list | tuple):
+        return type(value)(clean_text(v) for v in value)
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    if isinstance(value, ChatMessage):
+        return value.model_copy(update={"content": clean_text(value.content)})
+    return value
+
 
 Flag = Literal["fallback", "parse_error", "injection_suspected", "hard_rule_failed", "partial_votes",
                "cache_unavailable"]
@@ -29,6 +54,12 @@ class Item(BaseModel):
     @classmethod
     def _id_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("id", "prompt", "response", "reference", "rubric", mode="after")
+    @classmethod
+    def _clean(cls, value: object) -> object:
+        """Lone surrogates become U+FFFD (see `clean_text`)."""
+        return clean_text(value)
 
 
 class CriterionScore(BaseModel):

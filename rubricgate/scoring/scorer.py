@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rubricgate.errors import UsageError
+from rubricgate.errors import RubricGateError, UsageError
 from rubricgate.judges.base import JudgeBackend
-from rubricgate.judges.injection import detect_injection
+from rubricgate.judges.injection import InjectionGuard, detect_injection
 from rubricgate.judges.prompts import (
     PromptTemplate, load_template, prompt_text, render_messages, response_text, verdict_form,
 )
@@ -30,6 +31,7 @@ from rubricgate.scoring.aggregate import weighted_mean
 from rubricgate.scoring.checks import run_check
 from rubricgate.scoring.votes import collect_votes, fold_votes
 
+logger = logging.getLogger(__name__)
 _CPU = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rubricgate-scoring")
 """Where checks and vote folding run, shared by every scorer: two threads bound the CPU scoring
 takes from the event loop's thread (they share the GIL), however many requests are in flight."""
@@ -68,8 +70,10 @@ class RubricScorer:
 
     def __init__(self, backend: JudgeBackend, config: ScoringConfig | None = None,
                  sampling: SamplingParams | None = None, template: PromptTemplate | None = None,
-                 fence_key: bytes | None = None) -> None:
+                 fence_key: bytes | None = None, guard: InjectionGuard | None = None) -> None:
         self._backend = backend
+        self._guard = guard
+        """Guard judge that confirms or clears weakly suspected responses; None: suspicion stands."""
         self._config = config or ScoringConfig()
         self._sampling = sampling or SamplingParams()
         self._template = template or load_template()
@@ -153,13 +157,8 @@ class RubricScorer:
         if any(r.backend != self._backend.name for r in replies):
             flags.add("fallback")  # a fallback judge answered some vote (its replies carry its own name)
         components: dict[str, float | None] = {}
-        if self._config.injection_detection and detect_injection(
-                response, prompt_text(item), [f.id for f in requests[0].form.fields] if requests else ()):
-            flags.add("injection_suspected")
-            cap = self._config.injection_cap
-            if reward is not None and cap is not None and reward > cap:
-                components["before_injection_cap"] = reward
-                reward = cap
+        if self._config.injection_detection:
+            reward, reason = await self._screen(item, response, requests, reward, reason, flags, components)
         return RewardResult(
             id=item.id, reward=reward, reason=reason, criteria=ordered, agreement=weighted_mean(judged),
             flags=sorted(flags), cached=bool(requests) and len(replies) == len(requests) and all(r.cached for r in replies),
@@ -169,14 +168,55 @@ class RubricScorer:
             latency_ms=(time.perf_counter() - started) * 1000, components=components,
         )
 
+    def failed(self, rubric: Rubric, item: Item, exc: BaseException) -> RewardResult:
+        """The null result of an item whose scoring raised an unexpected error."""
+        return RewardResult(id=item.id, reward=None, rubric=rubric.ref, judge=self._backend.name, votes=0,
+                            reason=f"internal_error: {type(exc).__name__} while scoring this item "
+                                   "(the server log has the details)")
+
+    async def _screen(self, item: Item, response: str, requests: list[JudgeRequest], reward: float | None,
+                      reason: str | None, flags: set[Flag], components: dict[str, float | None],
+                      ) -> tuple[float | None, str | None]:
+        """The injection step: detect, let the guard confirm or clear, then apply the action."""
+        prompt = prompt_text(item)
+        findings = detect_injection(response, prompt, [f.id for f in requests[0].form.fields] if requests else ())
+        if not findings:
+            return reward, reason
+        if self._guard is not None:
+            decision = await self._guard.confirm(prompt, response, findings)
+            components["injection_guard"] = None if decision.reason else float(decision.confirmed)
+            if not decision.confirmed:
+                return reward, reason  # cleared: the flagged text is part of the answer
+        flags.add("injection_suspected")
+        action, cap = self._config.injection_action, self._config.injection_cap
+        if action == "cap" and reward is not None and cap is not None and reward > cap:
+            components["before_injection_cap"] = reward
+            reward = cap
+        elif action == "null" and reward is not None:
+            components["before_injection_null"] = reward
+            rules = ", ".join(sorted({f.rule for f in findings}))
+            reward, reason = None, f"injection suspected ({rules})"
+        return reward, reason
+
     async def score_many(self, pairs: Sequence[tuple[Rubric, Item]],
                          on_result: Callable[[int, RewardResult], None] | None = None,
-                         requests: Sequence[list[JudgeRequest]] | None = None) -> list[RewardResult]:
-        """Score items concurrently (the backend's limit bounds judge calls); results keep input order."""
+                         requests: Sequence[list[JudgeRequest] | None] | None = None) -> list[RewardResult]:
+        """Score items concurrently (the backend's limit bounds judge calls); results keep input order.
+
+        An unexpected error scoring one item (a bug, hostile text) makes that item null with a
+        reason and leaves its batch-mates alone; our own errors (`UsageError`, ...) still raise.
+        """
         results: list[RewardResult | None] = [None] * len(pairs)
 
         async def one(index: int, rubric: Rubric, item: Item) -> None:
-            result = results[index] = await self.score(rubric, item, requests[index] if requests else None)
+            try:
+                result = await self.score(rubric, item, requests[index] if requests else None)
+            except RubricGateError:
+                raise
+            except Exception as exc:
+                logger.error("unexpected error scoring item %s", item.id or index + 1, exc_info=exc)
+                result = self.failed(rubric, item, exc)
+            results[index] = result
             if on_result is not None:
                 on_result(index, result)
 

@@ -85,11 +85,14 @@ def test_every_error_is_json_with_a_stable_code(client: TestClient, kind: str, s
     assert "/secret/path" not in response.text  # internal details stay in the server log
 
 
-def test_a_task_group_failure_while_scoring_is_json_not_text(client: TestClient) -> None:
+def test_an_unexpected_error_while_scoring_is_a_null_per_item_not_a_500(client: TestClient) -> None:
+    """Scoring is isolated per item (issue 13): each item the bug hits is null with a reason."""
     response = client.post("/v1/reward", json={"items": ITEMS})
-    assert response.status_code == 500
-    assert response.json()["error"] == "internal_error"
-    assert "a bug in a judge backend" not in response.text
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["reward"] for r in results] == [None, None]
+    assert all(r["reason"].startswith("internal_error: ValueError") for r in results)
+    assert "a bug in a judge backend" not in response.text  # details stay in the server log
 
 
 def test_usage_errors_keep_400(client: TestClient) -> None:

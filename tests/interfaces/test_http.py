@@ -220,7 +220,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(judge: ScriptedJudgeServe
 
 def test_serve_refuses_a_public_bind_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUBRICGATE_API_KEY", raising=False)
-    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--judge", "fake:best"])
+    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--judge", "fake:best", "--allow-test-judges"])
     assert result.exit_code == 2 and "refusing to bind 0.0.0.0 without an API key" in result.stderr
 
 

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from rubricgate.authoring.refine import Edit, apply_edits
+from rubricgate.authoring.refinement import Edit, apply_edits
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.refine import refine_settings
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.http import ServerSettings, create_app
 from rubricgate.interfaces.settings import Settings
-from rubricgate.interfaces.refiner import RefineSettings, Refiner, TriggerConfig, check_triggers, ks_distance
+from rubricgate.interfaces.online_refinement import RefineSettings, Refiner, TriggerConfig, check_triggers, ks_distance
 from rubricgate.judges.fake import best_reply
 from rubricgate.library.rubric_files import load_rubric_file
 from rubricgate.models.config import BackendConfig, JudgeCapabilities, RetryPolicy, ScoringConfig
@@ -274,8 +274,8 @@ def test_serve_refuses_online_refinement_without_a_cache() -> None:
 
     from rubricgate.interfaces.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--judge", "fake:best", "--cache", "none", "--refine-every", "5",
+    result = CliRunner().invoke(app, ["serve", "--allow-test-judges", "--judge", "fake:best", "--cache", "none", "--refine-every", "5",
                                       "--meta-judge", "template"])
     assert result.exit_code == 2 and "not --cache none" in result.output
-    bad = CliRunner().invoke(app, ["serve", "--judge", "fake:best", "--refine-on", "boredom"])
+    bad = CliRunner().invoke(app, ["serve", "--allow-test-judges", "--judge", "fake:best", "--refine-on", "boredom"])
     assert bad.exit_code == 2 and "choose from saturation, drift, disagreement" in bad.output

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from rubricgate.authoring.llm_calls import BackendTextGenerator, LabelChooser
-from rubricgate.authoring.refine import (
+from rubricgate.authoring.refinement import (
     Edit, GateConfig, LLMMetaJudge, RefineConfig, ScoredSample, TemplateMetaJudge, apply_edits, detect_signals,
     open_meta_judge, parse_audit, refine_rubric, run_gate, scored_samples, select_samples,
 )
@@ -167,7 +167,7 @@ def test_samples_shown_put_evidence_first_and_keep_file_order() -> None:
     results = [RewardResult(id=f"i{n}", reward=n / 30, rubric="r@1", judge="j", votes=1, agreement=1.0)
                for n in range(30)]
     batch = scored_samples(items, results)
-    from rubricgate.authoring.refine import Finding
+    from rubricgate.authoring.refinement import Finding
     shown = select_samples(batch, 6, [Finding(kind="exploit", name="x", evidence=("i3", "i4"))], seed=1)
     ids = [s.id for s in shown]
     assert len(ids) == 6 and {"i3", "i4", "i29"} <= set(ids) and ids == sorted(ids, key=lambda i: int(i[1:]))

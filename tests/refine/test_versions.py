@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rubricgate.authoring.refine import Edit, apply_edits
+from rubricgate.authoring.refinement import Edit, apply_edits
 from rubricgate.cache.versions import RubricVersionStore
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig

@@ -34,6 +34,10 @@ from tests.support.openai_server import ChatCall, Reply
 REPO = Path(__file__).resolve().parents[2]
 SHARED_PROMPTFOO = REPO.parent / "shared" / "data" / "judge_injection" / "promptfoo_pairwise_injection.jsonl"
 SAMPLE_PROMPTFOO = REPO / "tests" / "data" / "promptfoo_injection_sample.jsonl"
+FULL_PROMPTFOO = REPO / "tests" / "data" / "promptfoo_pairwise_injection.jsonl"
+OWN_CASES = REPO / "tests" / "data" / "injection_cases.jsonl"
+SHARED_EVALBIAS = REPO.parent / "shared" / "data" / "judge_injection" / "evalbiasbench_pairs.jsonl"
+SAMPLE_EVALBIAS = REPO / "tests" / "data" / "evalbiasbench_sample.jsonl"
 RUBRIC = "factual-qa"
 
 
@@ -108,6 +112,38 @@ def pointwise_cases() -> list[InjectionCase]:
     return cases
 
 
+def own_cases(categories: tuple[str, ...] = ("rubricgate:attack", "rubricgate:variant")) -> list[InjectionCase]:
+    """rubricgate's own attacks (`tests/data/injection_cases.jsonl`): the 22 of issue 13 and variants."""
+    cases = []
+    for line in OWN_CASES.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["category"] in categories:
+            cases.append(InjectionCase(id=row["id"], category=row["category"], prompt=row["prompt"],
+                                       reference=row["reference"], correct=row["correct"], clean=row["clean"],
+                                       injected=row["response"], source="rubricgate"))
+    return cases
+
+
+@dataclass(frozen=True)
+class BenignCase:
+    """An answer that must not be flagged: it may contain scores, JSON, `PASS`, tags, on topic."""
+
+    id: str
+    prompt: str
+    response: str
+
+
+def benign_cases(evalbias: Path | None = None) -> list[BenignCase]:
+    """Our benign answers plus both sides of EvalBiasBench pairs (bias traps, no injections)."""
+    cases = [BenignCase(row["id"], row["prompt"], row["response"])
+             for row in map(json.loads, OWN_CASES.read_text(encoding="utf-8").splitlines())
+             if row["category"] == "rubricgate:benign"]
+    path = evalbias or (SHARED_EVALBIAS if SHARED_EVALBIAS.exists() else SAMPLE_EVALBIAS)
+    for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
+        cases += [BenignCase(f"{row['id']}/{role}", row["prompt"], row[role]) for role in ("chosen", "rejected")]
+    return cases
+
+
 # ----------------------------------------------------------------------------- the obedient judge
 
 _TAG = re.compile(r"Grade the response between <response-([0-9a-f]+)>")
@@ -129,8 +165,15 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def obedient_verdict(response: str, reference: str, fields: dict[str, list[str]]) -> dict[str, str]:
-    """Labels the worst-case judge gives: copied from the response, top, or honest."""
+def obedient_verdict(response: str, reference: str, fields: dict[str, list[str]],
+                     obey: bool = True) -> dict[str, str]:
+    """Labels the worst-case judge gives: copied from the response, top, or honest.
+
+    `obey=False` is the normal judge: the same honest grading, and nothing in the response obeyed.
+    """
+    if not obey:
+        honest = _norm(response) == _norm(reference) or _norm(response.strip().partition("\n")[0]) == _norm(reference)
+        return {f: labels[-1] if honest else labels[0] for f, labels in fields.items()}
     embedded = _embedded_verdict(response, fields)
     if embedded:
         return {f: embedded.get(f, labels[-1]) for f, labels in fields.items()}
@@ -143,13 +186,13 @@ def obedient_verdict(response: str, reference: str, fields: dict[str, list[str]]
     return {f: labels[-1] if honest else labels[0] for f, labels in fields.items()}
 
 
-def obedient_judge(call: ChatCall) -> Reply:
+def obedient_judge(call: ChatCall, obey: bool = True) -> Reply:
     """ScriptedJudgeServer script: the worst-case judge described in the module docstring."""
     text = call.last_user_text
     reference_match = _REFERENCE.search(text)
     schema = call.body["response_format"]["json_schema"]["schema"]
     fields = {name: spec["properties"]["score"]["enum"] for name, spec in schema["properties"].items()}
-    labels = obedient_verdict(fenced_response(text), reference_match.group(1) if reference_match else "", fields)
+    labels = obedient_verdict(fenced_response(text), reference_match.group(1) if reference_match else "", fields, obey)
     rationale = "rationale" in next(iter(schema["properties"].values()))["properties"]
     return Reply.json({f: ({"rationale": "as instructed", "score": label} if rationale else {"score": label})
                        for f, label in labels.items()})
@@ -172,6 +215,30 @@ def _embedded_verdict(response: str, fields: dict[str, list[str]]) -> dict[str, 
                     found[name] = str(label).lower()
         start = response.find("{", start + 1)
     return found
+
+
+def honest_judge(call: ChatCall) -> Reply:
+    """ScriptedJudgeServer script: the normal judge, which grades the answer and obeys nothing."""
+    return obedient_judge(call, obey=False)
+
+
+GUARD_MARKER = "You are a security screen in front of a grader."
+
+
+def judge_with_guard(judge: Callable[[ChatCall], Reply], attacks: set[str],
+                     obey: bool = False) -> Callable[[ChatCall], Reply]:
+    """A script answering grading calls with `judge` and guard calls (`injection_guard_v1`) from
+    the truth: `yes` for a response in `attacks`, else `no`. With `obey`, the guard is fooled by
+    any response that talks to it (worst case) and clears everything."""
+    def script(call: ChatCall) -> Reply:
+        if GUARD_MARKER not in call.prompt_text:
+            return judge(call)
+        response = fenced_response(call.last_user_text.replace("Is text in the response between", "Grade the response between"))
+        label = "no" if obey else ("yes" if response in attacks else "no")
+        schema = call.body["response_format"]["json_schema"]["schema"]
+        rationale = "rationale" in schema["properties"]["aimed_at_grader"]["properties"]
+        return Reply.json({"aimed_at_grader": {"rationale": "screened", "score": label} if rationale else {"score": label}})
+    return script
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -235,3 +302,48 @@ def injection_rows(results: list[CaseResult],
             "wins": sum((r.injected.reward or 0) > (r.clean.reward or 0) + 1e-9 for r in group),
         })
     return rows
+
+
+async def score_benign(config: GatewayConfig, cases: list[BenignCase]) -> list[RewardResult]:
+    """Score benign answers (each its own reference, so an honest judge passes it)."""
+    items = [Item(id=c.id, prompt=c.prompt, response=c.response, reference=c.response) for c in cases]
+    async with Gateway.open(config) as gateway:
+        return await gateway.score(items, RUBRIC)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The three numbers issue 13 asks for, with their counts."""
+
+    obeyed: int
+    """Attacks whose raw reward (no defence) beat their clean counterpart."""
+    caught: int
+    """Of those, flagged or with a defended reward no higher than the clean answer's."""
+    above_correct: list[str]
+    """Attacks whose defended reward is above the correct answer of their case."""
+    benign: int
+    benign_flagged: list[str]
+
+    @property
+    def caught_rate(self) -> float:
+        return self.caught / self.obeyed if self.obeyed else 1.0
+
+    @property
+    def benign_rate(self) -> float:
+        return len(self.benign_flagged) / self.benign if self.benign else 0.0
+
+    def lines(self) -> list[str]:
+        return [f"obeyed attacks flagged or neutralised: {self.caught}/{self.obeyed} = {self.caught_rate:.1%}",
+                f"attacks scored above the correct answer: {len(self.above_correct)}",
+                f"benign answers flagged: {len(self.benign_flagged)}/{self.benign} = {self.benign_rate:.1%}"]
+
+
+def figures(results: list[CaseResult], benign: list[RewardResult]) -> Figures:
+    attacks = [r for r in results if r.case.has_injection]
+    obeyed = [r for r in attacks if (r.injected_raw.reward or 0) > (r.clean.reward or 0) + 1e-9]
+    caught = [r for r in obeyed if r.injected_flagged or (r.injected.reward or 0) <= (r.clean.reward or 0) + 1e-9]
+    above = [r.case.id for r in attacks
+             if r.injected.reward is not None and r.injected.reward > (r.correct.reward or 0) + 1e-9]
+    answers = [x for r in results for x in (r.correct, r.clean)] + benign
+    flagged = [x.id or "" for x in answers if "injection_suspected" in x.flags]
+    return Figures(len(obeyed), len(caught), above, len(answers), flagged)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rubricgate.authoring.diff import diff_rubrics
-from rubricgate.authoring.refine import (
+from rubricgate.authoring.refinement import (
     TEMPLATE_META_JUDGE, GateConfig, GateReport, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric,
     scored_samples,
 )
@@ -30,7 +30,7 @@ from rubricgate.interfaces.cli.common import (
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
-from rubricgate.interfaces.refiner import TRIGGERS, RefineSettings, TriggerName, outcome_details
+from rubricgate.interfaces.online_refinement import TRIGGERS, RefineSettings, TriggerName, outcome_details
 from rubricgate.interfaces.settings import AUTHORING_TIMEOUT_S, Settings
 from rubricgate.library.probes import Probe, load_probes
 from rubricgate.library.rubric_files import resolve_rubric, write_rubric_file

@@ -39,6 +39,7 @@ def score(
     fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
     fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
     fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
+    guard_judge: Annotated[Optional[str], typer.Option(help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each (default: RUBRICGATE_GUARD_JUDGE, else none).")] = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
@@ -57,13 +58,13 @@ def score(
             votes=votes, concurrency=concurrency, temperature=temperature, timeout_s=timeout, deadline_s=deadline,
             cache=cache, rubric_dirs=rubric_dir or (), fallback_judge=fallback_judge,
             fallback_judge_base_url=fallback_judge_base_url,
-            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env))
+            fallback_judge_api_key=settings.secret(fallback_judge_api_key_env), guard_judge=guard_judge)
         started = time.perf_counter()
         if combine not in ("and", "weighted"):
             raise UsageError(f"--combine must be 'and' or 'weighted', got {combine!r}")
         if rubric_weight and len(rubric_weight) != len(rubric or []):
             raise UsageError(f"--rubric-weight given {len(rubric_weight)} times for {len(rubric or [])} --rubric")
-        results, counters = asyncio.run(_run(config, items, rubric or [], combine, rubric_weight))
+        results, counters, judge_requests = asyncio.run(_run(config, items, rubric or [], combine, rubric_weight))
         wall_s = time.perf_counter() - started
         if output is not None:
             _write_jsonl(output, results)
@@ -72,7 +73,7 @@ def score(
             out_console.print_json(json.dumps(payload[0] if prompt is not None else payload))
         else:
             out_console.print(_results_table(results))
-        err_console.print(_summary_table(results, counters, wall_s, output))
+        err_console.print(_summary_table(results, counters, wall_s, output, judge_requests))
         unscorable = [r for r in results if r.reward is None]
         if unscorable:
             err_console.print(f"[yellow]{len(unscorable)} item(s) unscorable[/]; first reason: {unscorable[0].reason}",
@@ -81,7 +82,7 @@ def score(
 
 
 async def _run(config: GatewayConfig, items: list[Item], rubrics: list[str], combine: str,
-               weights: list[float] | None) -> tuple[list[RewardResult], CacheCounters | None]:
+               weights: list[float] | None) -> tuple[list[RewardResult], CacheCounters | None, int]:
     async with Gateway.open(config) as gateway:
         with Progress(TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err_console, transient=True) as progress:
@@ -93,7 +94,7 @@ async def _run(config: GatewayConfig, items: list[Item], rubrics: list[str], com
             else:
                 results = await gateway.score(items, rubrics[0] if rubrics else None,
                                               on_result=lambda *_: progress.advance(task))
-        return results, gateway.cached.counters if gateway.cached else None
+        return results, gateway.cached.counters if gateway.cached else None, gateway.judge_requests
 
 
 def _items(input: Path | None, prompt: str | None, response: str | None, reference: str | None) -> list[Item]:
@@ -132,7 +133,7 @@ def _results_table(results: list[RewardResult]) -> Table:
 
 
 def _summary_table(results: list[RewardResult], counters: CacheCounters | None, wall_s: float,
-                   output: Path | None) -> Table:
+                   output: Path | None, judge_requests: int) -> Table:
     scored = [r.reward for r in results if r.reward is not None]
     # Without a cache every vote reached the judge; with one, only the misses did.
     spent = counters.tokens_spent if counters else sum((r.tokens for r in results), TokenUsage())
@@ -146,7 +147,8 @@ def _summary_table(results: list[RewardResult], counters: CacheCounters | None, 
         ("unscorable", str(len(results) - len(scored))),
         ("cache hits (votes)", str(hits) if counters else "cache off"),
         *([("cache errors (judged uncached)", str(counters.errors))] if counters and counters.errors else []),
-        ("judge calls", str(sum(r.judge_calls for r in results))),
+        # Every request sent to a judge, retries included (a vote's `judge_calls` counts it once).
+        ("judge calls (retries included)", str(judge_requests)),
         ("judge tokens spent (prompt + completion)", f"{spent.prompt} + {spent.completion}"),
         ("wall time", f"{wall_s:.2f} s"),
         ("judge", results[0].judge if results else "-"),

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rubricgate.authoring.refine import (
+from rubricgate.authoring.refinement import (
     TEMPLATE_META_JUDGE, GateConfig, MetaJudge, RefineConfig, RefinementOutcome, open_meta_judge, refine_rubric,
     scored_samples,
 )

@@ -73,7 +73,7 @@ from rubricgate.integrations._runtime import close_at_exit, loop_thread, with_ga
 from rubricgate.integrations.client import RewardClient
 from rubricgate.interfaces.gateway import GatewayConfig
 from rubricgate.interfaces.settings import Settings
-from rubricgate.library.rubric_files import parse_rubric, resolve_rubric
+from rubricgate.library.rubric_files import principle_rubric, resolve_rubric
 from rubricgate.models.reward import Flag, Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
@@ -264,13 +264,8 @@ def _prompt(info: Mapping[str, Any]) -> object:
 
 
 def _principle_rubric(principle: str) -> Rubric:
-    return parse_rubric({
-        "id": "verl-principle",
-        "description": "A principle given in a verl sample's extra_info.",
-        "principles": [principle],
-        "criteria": [{"id": "principle", "kind": "principle",
-                      "text": f"The response follows this principle: {principle}"}],
-    }, "extra_info['principle']")
+    return principle_rubric(principle, "verl-principle", "A principle given in a verl sample's extra_info.",
+                            "extra_info['principle']")
 
 
 async def _score_samples(samples: list[_Sample], settings: _Settings) -> list[RewardResult]:

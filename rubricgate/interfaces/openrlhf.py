@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from rubricgate.errors import UsageError
-from rubricgate.library.rubric_files import parse_rubric
+from rubricgate.library.rubric_files import principle_rubric as shared_principle_rubric
 from rubricgate.models.reward import Item, RewardResult
 from rubricgate.models.rubric import Rubric
 
@@ -153,13 +153,8 @@ def group_queries(queries: Sequence[str], prompts: Sequence[str], labels: Sequen
 
 def principle_rubric(principle: str) -> Rubric:
     """A one-criterion rubric for a label that carries a principle (RewardAnything style)."""
-    return parse_rubric({
-        "id": "label-principle",
-        "description": "Principle given by the training label.",
-        "principles": [principle],
-        "criteria": [{"id": "principle", "kind": "principle",
-                      "text": f"The response follows this principle: {principle}"}],
-    }, "label principle")
+    return shared_principle_rubric(principle, "label-principle", "Principle given by the training label.",
+                                   "label principle")
 
 
 def openrlhf_response(results: list[RewardResult], unscorable: Literal["batch_mean"] | float) -> OpenRLHFResponse:

@@ -167,3 +167,14 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
             parts.append(where + " ".join(_QUOTED.sub("...", str(text)).split()))
     return "; ".join(parts)
+
+
+def principle_rubric(principle: str, rubric_id: str, description: str, source: str) -> Rubric:
+    """A one-criterion rubric for a principle given with a sample (a label, a verl `extra_info`)."""
+    return parse_rubric({
+        "id": rubric_id,
+        "description": description,
+        "principles": [principle],
+        "criteria": [{"id": "principle", "kind": "principle",
+                      "text": f"The response follows this principle: {principle}"}],
+    }, source)

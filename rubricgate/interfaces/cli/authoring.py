@@ -24,7 +24,8 @@ from rubricgate.authoring.source import RankedPrompt
 from rubricgate.authoring.writer import TEMPLATE_WRITER, open_writer
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console, print_diff, rubric_dirs_from,
+    EXIT_OK, EXIT_UNSCORABLE, JudgeKeyOption, JudgeUrlOption, KEY_ENV_HELP, err_console, handle_errors,
+    out_console, print_diff, rubric_dirs_from,
 )
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.settings import NO_CACHE, Settings
@@ -109,8 +110,8 @@ def contrast(
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="Listwise: share of induced pairs the rubric must reproduce (a single pair must always be reproduced).")] = 0.75,
     distill: Annotated[Optional[str], typer.Option("--distill", help="Also merge the kept rubrics into one general rubric with this id.")] = None,
     judge: Annotated[Optional[str], typer.Option(help="Judge of the consistency filter, kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
     generator: GeneratorOption = None,
     generator_base_url: GeneratorUrlOption = None,
     generator_api_key_env: GeneratorKeyOption = None,

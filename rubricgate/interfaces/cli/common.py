@@ -7,13 +7,14 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from rubricgate.authoring.diff import RubricDiff
-from rubricgate.errors import UsageError, error_code, error_message
+from rubricgate.errors import error_code, error_message
 from rubricgate.judges.prompts import response_text
 from rubricgate.interfaces.settings import Settings
 from rubricgate.models.reward import Item
@@ -72,6 +73,23 @@ def read_items(path: Path) -> list[Item]:
 
 CONCURRENCY_HELP = "Judge calls in flight (default: RUBRICGATE_CONCURRENCY, else the judge's own: 32 over HTTP, 8 embedded, 256 for vllm:)."
 KEY_ENV_HELP = "Name of the environment variable holding the {what}'s API key (default: RUBRICGATE_{var}_API_KEY)."
+FALLBACK_HELP = ("Judge spec that takes over when the main judge is unavailable (retries exhausted or its circuit "
+                 "open); results it contributed to are flagged 'fallback' (default: RUBRICGATE_FALLBACK_JUDGE).")
+
+# Options several commands share, declared once (defaults come from `Settings`).
+JudgeOption = Annotated[Optional[str], typer.Option(
+    help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)]
+JudgeUrlOption = Annotated[Optional[str], typer.Option(
+    help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")]
+JudgeKeyOption = Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))]
+FallbackOption = Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)]
+FallbackUrlOption = Annotated[Optional[str], typer.Option(
+    help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")]
+FallbackKeyOption = Annotated[Optional[str], typer.Option(
+    help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))]
+GuardOption = Annotated[Optional[str], typer.Option(
+    help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each "
+         "(default: RUBRICGATE_GUARD_JUDGE, else none).")]
 
 
 def print_diff(console: Console, result: RubricDiff) -> None:

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, JudgeKeyOption, JudgeOption, JudgeUrlOption,
+    err_console, handle_errors, out_console,
 )
 from rubricgate.interfaces.evaluation import compare_variants, evaluate, main_variant, read_pairs, select_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -26,9 +27,9 @@ from rubricgate.models.rubric import Rubric
 def eval_pairs(
     pairs_file: Annotated[Path, typer.Argument(metavar="PAIRS.jsonl", help="JSONL of {id, prompt, chosen, rejected, category?}.")],
     rubric: Annotated[Optional[str], typer.Option("--rubric", "-r", help="Rubric id or file path.")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    judge: JudgeOption = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per judgment (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     mode: Annotated[str, typer.Option(help="pointwise (each response scored alone) or pairwise (side by side, both orders).")] = "pointwise",
     scores: Annotated[str, typer.Option(help="expected (label probabilities where the judge gives them) or sampled (vote labels).")] = "expected",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from rubricgate.interfaces.cli.common import KEY_ENV_HELP, err_console, handle_errors, out_console
+from rubricgate.interfaces.cli.common import (
+    JudgeKeyOption, JudgeUrlOption, err_console, handle_errors, out_console,
+)
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.settings import NO_CACHE, Settings
 from rubricgate.models.reward import Item
@@ -22,8 +24,8 @@ EMBEDDED_NOTE = ("The embedded judge (llamacpp:default) is Gemma 3 270M base on 
 
 @app.command()
 def check(spec: Annotated[str, typer.Argument(help="Judge spec kind:model.")],
-          judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-          judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None) -> None:
+          judge_base_url: JudgeUrlOption = None,
+          judge_api_key_env: JudgeKeyOption = None) -> None:
     """Send two probe items (a good and a bad answer) through the judge, uncached."""
     with handle_errors():
         settings = Settings.load()

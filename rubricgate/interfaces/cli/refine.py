@@ -25,8 +25,8 @@ from rubricgate.authoring.refinement import (
 from rubricgate.cache.versions import LIVE_EVENTS, RubricVersionStore, VersionEvent
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, cache_url_from, err_console, handle_errors, out_console,
-    print_diff, read_items, rubric_dirs_from,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, JudgeKeyOption, JudgeUrlOption, KEY_ENV_HELP, cache_url_from,
+    err_console, handle_errors, out_console, print_diff, read_items, rubric_dirs_from,
 )
 from rubricgate.interfaces.evaluation import read_pairs
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
@@ -53,8 +53,8 @@ def refine(
     meta_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible meta-judge server (default: RUBRICGATE_META_JUDGE_BASE_URL).")] = None,
     meta_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="meta-judge", var="META_JUDGE"))] = None,
     judge: Annotated[Optional[str], typer.Option(help="Judge that scores samples, pairs and probes, kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Judge votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
     sample: Annotated[int, typer.Option(min=1, max=500, help="Scored items shown to the meta-judge (evidence first, then top rewards, then a seeded random fill).")] = 20,

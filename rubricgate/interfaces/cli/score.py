@@ -14,9 +14,10 @@ from rich.table import Table
 
 from rubricgate.errors import UsageError
 from rubricgate.interfaces.cli.common import (
-    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, KEY_ENV_HELP, err_console, handle_errors, out_console, read_items,
+    CONCURRENCY_HELP, EXIT_OK, EXIT_UNSCORABLE, FallbackKeyOption, FallbackOption, FallbackUrlOption,
+    GuardOption, JudgeKeyOption, JudgeOption, JudgeUrlOption, err_console, handle_errors,
+    out_console, read_items,
 )
-from rubricgate.interfaces.cli.hardening import FALLBACK_HELP
 from rubricgate.interfaces.gateway import Gateway, GatewayConfig
 from rubricgate.interfaces.settings import Settings
 from rubricgate.cache.cached import CacheCounters
@@ -33,13 +34,13 @@ def score(
     response: Annotated[Optional[str], typer.Option(help="Score one item: its response.")] = None,
     reference: Annotated[Optional[str], typer.Option(help="Reference answer for --prompt/--response.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one JSON line per item here.")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
-    fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
-    fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
-    fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
-    guard_judge: Annotated[Optional[str], typer.Option(help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each (default: RUBRICGATE_GUARD_JUDGE, else none).")] = None,
+    judge: JudgeOption = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
+    fallback_judge: FallbackOption = None,
+    fallback_judge_base_url: FallbackUrlOption = None,
+    fallback_judge_api_key_env: FallbackKeyOption = None,
+    guard_judge: GuardOption = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Self-consistency votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(min=0.0, max=2.0, help="Judge sampling temperature (default 0.7).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,

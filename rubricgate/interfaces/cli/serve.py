@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -10,10 +9,12 @@ import typer
 from pydantic import SecretStr
 
 from rubricgate.errors import UsageError
-from rubricgate.interfaces.cli.common import CONCURRENCY_HELP, KEY_ENV_HELP, err_console, handle_errors
-from rubricgate.interfaces.cli.hardening import FALLBACK_HELP
+from rubricgate.interfaces.cli.common import (
+    CONCURRENCY_HELP, FallbackKeyOption, FallbackOption, FallbackUrlOption, GuardOption, JudgeKeyOption, JudgeOption, JudgeUrlOption, err_console, handle_errors,
+)
 from rubricgate.interfaces.gateway import Gateway
 from rubricgate.interfaces.cli.refine import refine_settings
+from rubricgate.interfaces.judge_server.endpoint import is_loopback
 from rubricgate.interfaces.http import ServerSettings, create_app, run_server
 from rubricgate.interfaces.settings import Settings
 from rubricgate.library.rubric_files import iter_rubric_files, load_rubric_file
@@ -24,13 +25,13 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Bind address (default: RUBRICGATE_HOST, else 127.0.0.1); anything but loopback needs an API key.", show_default=False)] = None,
     port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port (default: RUBRICGATE_PORT, else 8000; 0 picks a free one).", show_default=False)] = None,
     rubric: Annotated[Optional[str], typer.Option(help="Default rubric for requests that name none (default: RUBRICGATE_RUBRIC).")] = None,
-    judge: Annotated[Optional[str], typer.Option(help="Judge spec kind:model (default: RUBRICGATE_JUDGE, else llamacpp:default).", show_default=False)] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible judge server (default: RUBRICGATE_JUDGE_BASE_URL).")] = None,
-    judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="judge", var="JUDGE"))] = None,
-    fallback_judge: Annotated[Optional[str], typer.Option(help=FALLBACK_HELP)] = None,
-    fallback_judge_base_url: Annotated[Optional[str], typer.Option(help="Base URL of an OpenAI-compatible fallback judge (default: RUBRICGATE_FALLBACK_JUDGE_BASE_URL).")] = None,
-    fallback_judge_api_key_env: Annotated[Optional[str], typer.Option(help=KEY_ENV_HELP.format(what="fallback judge", var="FALLBACK_JUDGE"))] = None,
-    guard_judge: Annotated[Optional[str], typer.Option(help="Judge spec that confirms or clears responses the injection detector suspects, with one extra call each (default: RUBRICGATE_GUARD_JUDGE, else none).")] = None,
+    judge: JudgeOption = None,
+    judge_base_url: JudgeUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
+    fallback_judge: FallbackOption = None,
+    fallback_judge_base_url: FallbackUrlOption = None,
+    fallback_judge_api_key_env: FallbackKeyOption = None,
+    guard_judge: GuardOption = None,
     api_key: Annotated[Optional[str], typer.Option(help="Bearer key clients must send (prefer RUBRICGATE_API_KEY).", show_default=False)] = None,
     votes: Annotated[Optional[int], typer.Option(min=1, max=64, help="Default votes per item (default: RUBRICGATE_VOTES, else 3).", show_default=False)] = None,
     concurrency: Annotated[Optional[int], typer.Option(min=1, max=4096, help=CONCURRENCY_HELP)] = None,
@@ -59,7 +60,7 @@ def serve(
         port = settings.port if port is None else port
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         rubric = rubric or settings.rubric
-        if not _is_loopback(host) and not key:
+        if not is_loopback(host) and not key:
             raise UsageError(f"refusing to bind {host} without an API key: set RUBRICGATE_API_KEY "
                              "(clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1")
         config = settings.gateway_config(
@@ -128,15 +129,6 @@ def _warn_unservable(gateway: Gateway) -> None:
             gateway.check_judges(rubric)
         except UsageError as exc:
             err_console.print(f"warning: {path.name}: {exc}; requests for it get 400", highlight=False)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _unscorable(value: str) -> Literal["batch_mean"] | float:

@@ -13,6 +13,7 @@ def served_model_name(config: JudgeServerConfig) -> str:
 
 
 def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server on this machine (a name other than localhost is not)."""
     if host == "localhost":
         return True
     try:

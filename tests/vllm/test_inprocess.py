@@ -87,7 +87,10 @@ async def test_greedy_batch_is_one_engine_call_with_valid_verdicts_and_repeats(e
         jsonschema.validate(json.loads(reply.text, strict=False), request.form.json_schema())
         assert reply.usage.prompt > 500 and 0 < reply.usage.completion <= request.sampling.max_tokens
     assert all(r.reward is not None and r.reason is None for r in first + second), [r.reason for r in first]
-    assert [r.reward for r in first] == [r.reward for r in second], "greedy scores must repeat"
+    # Greedy verdicts repeat exactly; expected scores are float sums over label probabilities from a
+    # batched CPU engine, whose kernels do not promise bit-identical logits across runs (seen: 2e-5).
+    assert all(math.isclose(a.reward or 0.0, b.reward or 0.0, rel_tol=1e-3) for a, b in zip(first, second, strict=True)), \
+        "greedy scores must repeat"
     half = len(ITEMS) * VOTES
     runs = [{(request.messages, request.sample_index): reply.text for request, reply in part}
             for part in (recording.exchanges[:half], recording.exchanges[half:])]

@@ -214,9 +214,13 @@ def table(results: list[CaseResult]) -> str:
                           else case.category)
     lines = [f"{'category':30s} {'n':>3s} {'correct':>7s} {'clean':>5s} {'raw':>5s} {'inj':>5s} {'flag':>5s} "
              f"{'false':>5s} {'raw>cl':>6s} {'inj>cl':>6s}"]
+    def num(value: float | None, spec: str) -> str:  # a category whose items were all unscorable has no mean
+        return "-".rjust(int(spec.split(".")[0])) if value is None else format(value, spec)
+
     for r in rows:
-        lines.append(f"{r['category']:30s} {r['n']:3d} {r['correct']:7.2f} {r['clean']:5.2f} {r['injected_raw']:5.2f} "
-                     f"{r['injected']:5.2f} {r['flagged']:5.0%} {r['false_flags']:5d} {r['raw_wins']:6d} {r['wins']:6d}")
+        lines.append(f"{r['category']:30s} {r['n']:3d} {num(r['correct'], '7.2f')} {num(r['clean'], '5.2f')} "
+                     f"{num(r['injected_raw'], '5.2f')} {num(r['injected'], '5.2f')} {r['flagged']:5.0%} "
+                     f"{r['false_flags']:5d} {r['raw_wins']:6d} {r['wins']:6d}")
     return "\n".join(lines)
 
 
@@ -249,8 +253,11 @@ async def test_obedient_judge_is_fooled_but_the_reward_is_not(obedient: Scripted
 
 @pytest.mark.slow
 async def test_embedded_judge_with_the_defence(tmp_path: Path, model_dir: Path) -> None:
+    # Every case is admitted at once and the one embedded model answers them in turn: the item
+    # deadline (which counts that wait) must cover the whole run, or late cases end unscorable.
     config = GatewayConfig(judge="llamacpp:default", backend=BackendConfig(model_dir=model_dir),
-                           cache_url=f"sqlite:///{tmp_path / 'cache.db'}", scoring=ScoringConfig(votes=1))
+                           cache_url=f"sqlite:///{tmp_path / 'cache.db'}",
+                           scoring=ScoringConfig(votes=1, deadline_s=3600))
     check_defence(await score_cases(config, CASES))
 
 

@@ -142,7 +142,7 @@ class Gateway:
     @property
     def concurrency(self) -> int:
         """Calls in flight for the run's judge (configured, or the judge's own)."""
-        return self.config.scoring.concurrency or self.backend.capabilities.concurrency
+        return self.config.scoring.concurrency or 1  # resolved in __init__; never None here
 
     @property
     def counters(self) -> CacheCounters:
@@ -257,9 +257,7 @@ class Gateway:
         With no arguments, the run's own scorer."""
         if judge is None and template is None and not scoring:
             return self._main_scorer
-        return RubricScorer(judge or self.backend, self.config.scoring.model_copy(update=scoring),
-                            self.config.sampling, load_template(template or self.config.template),
-                            fence_key=self.fence_key, guard=self.guard)
+        return self._scorer(judge or self.backend, template, **scoring)
 
     def pairwise_scorer(self, judge: JudgeBackend | None = None, *, template: str = PAIRWISE_TEMPLATE,
                         **scoring: Any) -> PairwiseScorer:
@@ -351,9 +349,11 @@ class Gateway:
         stack = self.judge(judge)
         return stack if isinstance(stack, CachedBackend) else None
 
-    def _scorer(self, backend: JudgeBackend) -> RubricScorer:
-        return RubricScorer(backend, self.config.scoring, self.config.sampling, load_template(self.config.template),
-                            fence_key=self.fence_key, guard=self.guard)
+    def _scorer(self, backend: JudgeBackend, template: str | None = None, **scoring: Any) -> RubricScorer:
+        """The one place scorers are built: the gateway's sampling, fence key and guard."""
+        return RubricScorer(backend, self.config.scoring.model_copy(update=scoring), self.config.sampling,
+                            load_template(template or self.config.template), fence_key=self.fence_key,
+                            guard=self.guard)
 
     def _limit(self, backend: JudgeBackend) -> int:
         """Calls in flight for a judge: the configured number, else what the judge asks for."""
